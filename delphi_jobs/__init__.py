@@ -1,0 +1,1 @@
+"""delphi-jobs: the job daemon of the Polis Delphi analysis system."""

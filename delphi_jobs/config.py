@@ -1,0 +1,153 @@
+"""Settings: one frozen object built from flags and the environment (DESIGN 2.6).
+
+Everything that reads an environment variable does it here, so the rest of the code takes a
+``Settings`` and tests can build one without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote
+
+JOBS_TABLE = "Delphi_JobQueue"
+REPORTS_TABLE = "Delphi_NarrativeReports"
+CLUSTER_ASSIGNMENTS_TABLE = "Delphi_CommentHierarchicalClusterAssignments"
+TOPIC_NAMES_TABLE = "Delphi_CommentClustersLLMTopicNames"
+STRUCTURE_KEYWORDS_TABLE = "Delphi_CommentClustersStructureKeywords"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL wins; otherwise compose one from the DATABASE_* parts the deployment sets."""
+    url = env.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    host = env.get("DATABASE_HOST", "").strip()
+    if not host:
+        return None
+    user = quote(env.get("DATABASE_USER", "postgres"), safe="")
+    password = env.get("DATABASE_PASSWORD", "")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    port = env.get("DATABASE_PORT", "5432").strip() or "5432"
+    name = env.get("DATABASE_NAME", "polis").strip() or "polis"
+    url = f"postgresql://{auth}@{host}:{port}/{name}"
+    ssl_mode = env.get("DATABASE_SSL_MODE", "").strip()
+    return f"{url}?sslmode={ssl_mode}" if ssl_mode else url
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    table_prefix: str = ""
+    poll_interval: float = 2.0
+    max_workers: int = 1
+    log_level: str = "INFO"
+    log_format: str = "auto"
+    lease_seconds: float = 60.0
+    shutdown_grace_seconds: float = 30.0
+    app_path: str = "/app"
+    pipeline_command: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    math_env: str = "prod"
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_model: str | None = None
+    anthropic_base_url: str | None = None
+    batch_recheck_seconds: float = 60.0
+    instance_size: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); non-None overrides (flags) win."""
+        env = os.environ if env is None else env
+        endpoint = env.get("DYNAMODB_ENDPOINT", "").strip() or None
+        settings = cls(
+            endpoint_url=endpoint,
+            region=env.get("AWS_REGION", "").strip() or "us-east-1",
+            table_prefix=env.get("DELPHI_TABLE_PREFIX", ""),
+            poll_interval=_float(env, "POLL_INTERVAL", 2.0),
+            max_workers=_int(env, "MAX_WORKERS", 1),
+            log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+            log_format=env.get("DELPHI_LOG_FORMAT", "").strip() or "auto",
+            lease_seconds=_float(env, "DELPHI_LEASE_SECONDS", 60.0),
+            shutdown_grace_seconds=_float(env, "DELPHI_SHUTDOWN_GRACE_SECONDS", 30.0),
+            app_path=env.get("DELPHI_APP_PATH", "").strip() or "/app",
+            pipeline_command=env.get("DELPHI_PIPELINE_COMMAND", "").strip() or None,
+            database_url=_database_url(env),
+            math_env=env.get("MATH_ENV", "").strip() or "prod",
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY", "").strip() or None,
+            anthropic_model=env.get("ANTHROPIC_MODEL", "").strip() or None,
+            anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
+            batch_recheck_seconds=_float(env, "DELPHI_BATCH_RECHECK_SECONDS", 60.0),
+            instance_size=env.get("INSTANCE_SIZE", "").strip() or None,
+        )
+        settings = settings.with_overrides(**overrides)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply flag values; None means the flag was not given. An empty endpoint means real AWS."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given.get("endpoint_url") == "":
+            given["endpoint_url"] = None
+        return replace(self, **given) if given else self
+
+    def validate(self) -> None:
+        if self.poll_interval < 0:
+            raise ConfigError(f"poll interval must be >= 0, got {self.poll_interval}")
+        if self.max_workers < 1:
+            raise ConfigError(f"max workers must be >= 1, got {self.max_workers}")
+        if self.lease_seconds <= 0:
+            raise ConfigError(f"lease seconds must be > 0, got {self.lease_seconds}")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(f"log format must be auto, json or console, got {self.log_format!r}")
+
+    @property
+    def is_local_endpoint(self) -> bool:
+        return self.endpoint_url is not None
+
+    @property
+    def jobs_table(self) -> str:
+        return self.table_prefix + JOBS_TABLE
+
+    @property
+    def reports_table(self) -> str:
+        return self.table_prefix + REPORTS_TABLE
+
+    @property
+    def cluster_assignments_table(self) -> str:
+        return self.table_prefix + CLUSTER_ASSIGNMENTS_TABLE
+
+    @property
+    def topic_names_table(self) -> str:
+        return self.table_prefix + TOPIC_NAMES_TABLE
+
+    @property
+    def structure_keywords_table(self) -> str:
+        return self.table_prefix + STRUCTURE_KEYWORDS_TABLE

@@ -1,0 +1,307 @@
+"""The job record: parse what any producer wrote, and the one place for timestamps and JSON fields.
+
+Producers disagree on details (DESIGN 2.1): timestamps come as ``...Z``, ``+00:00`` or naive, JSON
+documents are stored as strings, settings sit in ``job_config.stages[0].config`` or at the top level,
+booleans arrive as ``"false"``. Parsing never raises for a bad field of a job that has an id: the
+problem is recorded in ``Job.problems`` so the poller can claim the job and fail it with a message that
+names the field, instead of skipping it forever.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+FULL_PIPELINE = "FULL_PIPELINE"
+CREATE_NARRATIVE_BATCH = "CREATE_NARRATIVE_BATCH"
+AWAITING_NARRATIVE_BATCH = "AWAITING_NARRATIVE_BATCH"
+
+DEFAULT_PRIORITY = 50
+DEFAULT_TIMEOUT_SECONDS = 3600
+DEFAULT_MAX_RETRIES = 3
+MAX_LOG_ENTRIES = 50
+UNCLAIMED_WORKER = "none"
+
+
+class JobValidationError(ValueError):
+    """A field of a job record is malformed; ``field`` names it for the job's error_message."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+        self.problem = problem
+
+
+# ---- timestamps -------------------------------------------------------------------------------
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, ISO-8601, millisecond precision, ``Z``: what the Polis server writes (``toISOString``)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: Any, field_name: str = "timestamp") -> datetime | None:
+    """Parse any timestamp a producer writes; "" and None mean not set; naive means UTC."""
+    if value is None:
+        return None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), UTC)
+    if not isinstance(value, str):
+        raise JobValidationError(field_name, f"expected an ISO-8601 string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        return None
+    normalised = _FRACTION.sub(r"\1", text.replace(" ", "T", 1))
+    if normalised.endswith(("z", "Z")):
+        normalised = normalised[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(normalised)
+    except ValueError:
+        raise JobValidationError(field_name, f"not an ISO-8601 timestamp: {value!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def timestamp_after(seconds: float, now: datetime | None = None) -> str:
+    return format_timestamp((now or utcnow()) + timedelta(seconds=seconds))
+
+
+# ---- JSON fields and scalars --------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_json(value: Any) -> str:
+    """Encode a JSON job field the way the server does (compact, UTF-8 kept)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def decode_json_field(raw: Any, field_name: str) -> dict[str, Any]:
+    """Decode a JSON-document attribute; producers store strings, hand-made records may store maps."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not isinstance(raw, str):
+        raise JobValidationError(field_name, f"expected a JSON string, got {type(raw).__name__}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise JobValidationError(field_name, f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise JobValidationError(field_name, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+_TRUE = {"true", "1", "yes", "y", "on", "t"}
+_FALSE = {"false", "0", "no", "n", "off", "f", ""}
+
+
+def parse_bool(value: Any, field_name: str) -> bool:
+    """Booleans from JSON, numbers or strings; ``"False"`` is false (original defect 7)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise JobValidationError(field_name, f"expected true or false, got {value!r}")
+
+
+def parse_int(value: Any, field_name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise JobValidationError(field_name, f"expected a number, got {value!r}")
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise JobValidationError(field_name, f"expected a number, got {value!r}") from None
+    if number != number.to_integral_value():
+        raise JobValidationError(field_name, f"expected a whole number, got {value!r}")
+    return int(number)
+
+
+# ---- the job ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    timestamp: str
+    level: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"timestamp": self.timestamp, "level": self.level, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A parsed job record. ``item`` keeps the record as read, for conditions on observed values."""
+
+    job_id: str
+    status: str
+    job_type: str
+    item: Mapping[str, Any] = field(repr=False)
+    conversation_id: str | None = None
+    report_id: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    worker_id: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    version: int | None = None
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    retry_count: int = 0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    job_config: Mapping[str, Any] = field(default_factory=dict)
+    job_results: Mapping[str, Any] = field(default_factory=dict)
+    logs: tuple[LogEntry, ...] = ()
+    lock_expires_at: datetime | None = None
+    run_after: datetime | None = None
+    next_check_at: datetime | None = None
+    batch_id: str | None = None
+    batch_job_id: str | None = None
+    model: str | None = None
+    error_message: str | None = None
+    cancel_requested: str | None = None
+    pause_requested: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Job:
+        """Parse a deserialized DynamoDB item; raises only when there is no usable job_id."""
+        job_id = item.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise JobValidationError("job_id", "missing or not a non-empty string")
+        problems: list[str] = []
+
+        def attempt(default: Any, parse: Any, *args: Any) -> Any:
+            try:
+                return parse(*args)
+            except JobValidationError as exc:
+                problems.append(str(exc))
+                return default
+
+        def text(name: str) -> str | None:
+            value = item.get(name)
+            if value is None or value == "":
+                return None
+            if isinstance(value, int | Decimal) and not isinstance(value, bool):
+                return str(value)
+            if not isinstance(value, str):
+                problems.append(f"{name}: expected a string, got {type(value).__name__}")
+                return None
+            return value
+
+        def stamp(name: str) -> datetime | None:
+            return attempt(None, parse_timestamp, item.get(name), name)  # type: ignore[no-any-return]
+
+        def number(name: str, default: int) -> int:
+            return attempt(default, parse_int, item.get(name), name, default)  # type: ignore[no-any-return]
+
+        def document(name: str) -> dict[str, Any]:
+            return attempt({}, decode_json_field, item.get(name), name)  # type: ignore[no-any-return]
+
+        worker = text("worker_id")
+        version = item.get("version")
+        logs_doc = document("logs")
+        return cls(
+            job_id=job_id,
+            status=text("status") or "",
+            job_type=text("job_type") or FULL_PIPELINE,
+            item=dict(item),
+            conversation_id=text("conversation_id"),
+            report_id=text("report_id"),
+            created_at=stamp("created_at"),
+            started_at=stamp("started_at"),
+            completed_at=stamp("completed_at"),
+            worker_id=None if worker == UNCLAIMED_WORKER else worker,
+            priority=number("priority", DEFAULT_PRIORITY),
+            version=None if version is None else number("version", 0),
+            timeout_seconds=number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+            retry_count=number("retry_count", 0),
+            max_retries=number("max_retries", DEFAULT_MAX_RETRIES),
+            job_config=document("job_config"),
+            job_results=document("job_results"),
+            logs=attempt((), _parse_log_entries, logs_doc),
+            lock_expires_at=stamp("lock_expires_at"),
+            run_after=stamp("run_after"),
+            next_check_at=stamp("next_check_at"),
+            batch_id=text("batch_id"),
+            batch_job_id=text("batch_job_id"),
+            model=text("model"),
+            error_message=text("error_message"),
+            cancel_requested=text("cancel_requested"),
+            pause_requested=text("pause_requested"),
+            problems=tuple(problems),
+        )
+
+    def config_value(self, name: str, default: Any = None) -> Any:
+        """A job setting: ``job_config.stages[0].config`` first, then the top level (defect 7)."""
+        stages = self.job_config.get("stages")
+        if isinstance(stages, list) and stages and isinstance(stages[0], Mapping):
+            nested = stages[0].get("config")
+            if isinstance(nested, Mapping) and name in nested:
+                return nested[name]
+        return self.job_config.get(name, default)
+
+    def config_bool(self, name: str, default: bool) -> bool:
+        value = self.config_value(name)
+        return default if value is None else parse_bool(value, f"job_config.{name}")
+
+    @property
+    def effective_report_id(self) -> str | None:
+        """report_id at the top level, else in the config (the narrative producer nests it)."""
+        if self.report_id:
+            return self.report_id
+        nested = self.config_value("report_id")
+        return str(nested) if nested not in (None, "") else None
+
+    @property
+    def short_id(self) -> str:
+        return self.job_id[:8]
+
+
+def _parse_log_entries(doc: Mapping[str, Any]) -> tuple[LogEntry, ...]:
+    entries = doc.get("entries", [])
+    if not isinstance(entries, list):
+        raise JobValidationError("logs", "entries must be a list")
+    parsed = []
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            parsed.append(
+                LogEntry(
+                    timestamp=str(entry.get("timestamp", "")),
+                    level=str(entry.get("level", "INFO")),
+                    message=str(entry.get("message", "")),
+                )
+            )
+    return tuple(parsed)
+
+
+def encode_logs(entries: tuple[LogEntry, ...] | list[LogEntry]) -> str:
+    """The ``logs`` attribute: the last 50 entries, one JSON document (defect 9)."""
+    kept = list(entries)[-MAX_LOG_ENTRIES:]
+    return encode_json({"entries": [entry.to_json() for entry in kept], "log_location": ""})

