@@ -7,8 +7,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from delphi_jobs import logs
 from delphi_jobs.config import ConfigError, Settings
 from delphi_jobs.dynamo import make_client
+from delphi_jobs.handlers import default_registry
+from delphi_jobs.poller import Poller
+from delphi_jobs.states import Status
 from delphi_jobs.tables import SchemaMismatch, ensure_tables, table_specs
 
 
@@ -42,6 +46,61 @@ def cmd_create_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (else LOG_LEVEL, INFO)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=None,
+        help="auto: JSON unless stdout is a terminal (else DELPHI_LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=None,
+        help="claim lease, renewed every third of it (else DELPHI_LEASE_SECONDS, 60)",
+    )
+    parser.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=None,
+        help="on SIGTERM, how long running jobs may finish before being handed back (else 30)",
+    )
+
+
+def _daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    settings = _settings(
+        args,
+        log_level=args.log_level.upper() if args.log_level else None,
+        log_format=args.log_format,
+        lease_seconds=args.lease_seconds,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        **extra,
+    )
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
+    poller = Poller(settings, default_registry(), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
+    return poller.run()
+
+
+def cmd_run_job(args: argparse.Namespace) -> int:
+    if args.log_level is None:
+        args.log_level = "DEBUG"
+    settings = _daemon_settings(args)
+    result = Poller(settings, default_registry()).run_one(args.job_id)
+    if isinstance(result, str):
+        print(f"error: {result}", file=sys.stderr)
+        return 1
+    print(f"job {result.job_id}: {result.status or 'outcome not written (lease lost)'}")
+    return 0 if result.status in (Status.COMPLETED, Status.AWAITING_RECHECK) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="delphi-jobs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("create-tables", cmd_create_tables, "create or verify the Delphi tables (idempotent)")
+
+    poll = add("poll", cmd_poll, "run the job poller daemon")
+    _daemon_flags(poll)
+    poll.add_argument(
+        "--interval", type=float, default=None, help="seconds between empty polls (else POLL_INTERVAL, 2)"
+    )
+    poll.add_argument("--max-workers", type=int, default=None, help="concurrent jobs (else MAX_WORKERS, 1)")
+    poll.add_argument("--max-jobs", type=int, default=None, metavar="N", help="exit 0 after finishing N jobs")
+    poll.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="exit 0 once no job is claimable and nothing is in flight",
+    )
+
+    run_job = add("run-job", cmd_run_job, "claim and run one job in the foreground, output shown live")
+    _daemon_flags(run_job)
+    run_job.add_argument("job_id")
     return parser
 
 

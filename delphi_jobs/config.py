@@ -72,6 +72,7 @@ class Settings:
     log_format: str = "auto"
     lease_seconds: float = 60.0
     shutdown_grace_seconds: float = 30.0
+    kill_grace_seconds: float = 10.0
     app_path: str = "/app"
     pipeline_command: str | None = None
     database_url: str | None = field(default=None, repr=False)
@@ -97,6 +98,7 @@ class Settings:
             log_format=env.get("DELPHI_LOG_FORMAT", "").strip() or "auto",
             lease_seconds=_float(env, "DELPHI_LEASE_SECONDS", 60.0),
             shutdown_grace_seconds=_float(env, "DELPHI_SHUTDOWN_GRACE_SECONDS", 30.0),
+            kill_grace_seconds=_float(env, "DELPHI_KILL_GRACE_SECONDS", 10.0),
             app_path=env.get("DELPHI_APP_PATH", "").strip() or "/app",
             pipeline_command=env.get("DELPHI_PIPELINE_COMMAND", "").strip() or None,
             database_url=_database_url(env),

@@ -40,6 +40,10 @@ Clock = Callable[[], datetime]
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
+_NEW_JOB_CONDITION = {
+    "ConditionExpression": "attribute_not_exists(#id)",
+    "ExpressionAttributeNames": {"#id": "job_id"},
+}
 
 
 class JobExists(Exception):
@@ -172,6 +176,18 @@ class JobQueue:
 
     def enqueue(self, record: Mapping[str, Any]) -> Job:
         """Insert a new job; fills in what the Polis server would write for omitted fields."""
+        item = self.new_record(record)
+        job = Job.from_item(item)
+        try:
+            self._client.put_item(TableName=self._table, Item=to_item(item), **_NEW_JOB_CONDITION)
+        except Exception as exc:
+            if is_condition_failure(exc):
+                raise JobExists(job.job_id) from None
+            raise
+        return job
+
+    def new_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A complete producer-compatible record: defaults first, then ``record``, JSON fields encoded."""
         now = format_timestamp(self._clock())
         item: dict[str, Any] = {
             "status": Status.PENDING.value,
@@ -191,19 +207,7 @@ class JobQueue:
         for name in ("job_config", "job_results", "logs"):
             if isinstance(item.get(name), Mapping):
                 item[name] = encode_json(item[name])
-        job = Job.from_item(item)
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(#id)",
-                ExpressionAttributeNames={"#id": "job_id"},
-            )
-        except Exception as exc:
-            if is_condition_failure(exc):
-                raise JobExists(job.job_id) from None
-            raise
-        return job
+        return item
 
     # ---- worker side -----------------------------------------------------------------------------
 
@@ -281,8 +285,13 @@ class JobQueue:
         error_message: str | None = None,
         logs: tuple[LogEntry, ...] | None = None,
         attributes: Mapping[str, Any] | None = None,
+        children: tuple[Mapping[str, Any], ...] = (),
     ) -> bool:
-        """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned)."""
+        """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned).
+
+        ``children`` are new job records inserted in the same transaction (a batch checker), so a
+        parent can never be COMPLETED without its follow-up job existing, nor the other way round.
+        """
         name = {Status.CANCELLED: "cancel_owned", Status.PAUSED: "pause_owned"}.get(status, "finish")
         transition(name, Status.PROCESSING, status)
         now = format_timestamp(self._clock())
@@ -367,6 +376,21 @@ class JobQueue:
         expr.when(expr.equals("version", claim.version))
         return expr
 
+    def _owner_expression(
+        self,
+        claim: Claim,
+        sets: Mapping[str, Any],
+        logs: tuple[LogEntry, ...] | None,
+        attributes: Mapping[str, Any] | None,
+        remove: tuple[str, ...],
+    ) -> Expression:
+        expr = self._fenced(claim)
+        expr.set_many({**(attributes or {}), **sets, "version": claim.version + 1})
+        if logs is not None:
+            expr.set("logs", encode_logs(logs))
+        expr.remove("lock_expires_at", *remove)
+        return expr
+
     def _owner_write(
         self,
         claim: Claim,
@@ -375,11 +399,7 @@ class JobQueue:
         attributes: Mapping[str, Any] | None,
         remove: tuple[str, ...] = (),
     ) -> bool:
-        expr = self._fenced(claim)
-        expr.set_many({**(attributes or {}), **sets, "version": claim.version + 1})
-        if logs is not None:
-            expr.set("logs", encode_logs(logs))
-        expr.remove("lock_expires_at", *remove)
+        expr = self._owner_expression(claim, sets, logs, attributes, remove)
         return self._update(claim.job.job_id, expr, return_values=False) is not None
 
     # ---- operator side ---------------------------------------------------------------------------

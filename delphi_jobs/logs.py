@@ -1,0 +1,83 @@
+"""Logging: structlog (JSON in containers, readable on a terminal) and the per-job log sink.
+
+Every job log line is also printed to stdout as ``[DELPHI JOB {job_id[:8]}] {LEVEL}: message``: the
+existing log search relies on that prefix. Job lines are buffered for the job's ``logs`` attribute and
+flushed with heartbeats, never one DynamoDB write per line (defect 9).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+from delphi_jobs.model import MAX_LOG_ENTRIES, LogEntry, format_timestamp, utcnow
+
+_print_lock = threading.Lock()
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """JSON when not on a terminal (or asked for), coloured key=value on a terminal."""
+    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("delphi_jobs").bind(**bound)
+
+
+def print_line(line: str) -> None:
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class JobLog:
+    """A job's log: prefixed stdout lines now, the last 50 entries for the next heartbeat."""
+
+    def __init__(self, job_id: str, existing: tuple[LogEntry, ...] = ()) -> None:
+        self._prefix = f"[DELPHI JOB {job_id[:8]}]"
+        self._entries: list[LogEntry] = list(existing)[-MAX_LOG_ENTRIES:]
+        self._lock = threading.Lock()
+        self._tail: list[str] = []
+
+    def add(self, level: str, message: str) -> None:
+        level = level.upper()
+        print_line(f"{self._prefix} {level}: {message}")
+        with self._lock:
+            self._entries.append(LogEntry(format_timestamp(utcnow()), level, message))
+            del self._entries[:-MAX_LOG_ENTRIES]
+            self._tail.append(message)
+            del self._tail[:-20]
+
+    def info(self, message: str) -> None:
+        self.add("INFO", message)
+
+    def warning(self, message: str) -> None:
+        self.add("WARNING", message)
+
+    def error(self, message: str) -> None:
+        self.add("ERROR", message)
+
+    def snapshot(self) -> tuple[LogEntry, ...]:
+        with self._lock:
+            return tuple(self._entries)
+
+    def tail(self, lines: int) -> list[str]:
+        with self._lock:
+            return self._tail[-lines:]

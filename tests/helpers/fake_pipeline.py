@@ -1,0 +1,63 @@
+"""A stand-in for run_delphi.py whose behaviour is chosen by the zid, for poller tests.
+
+zid 1: three lines, exit 0 | 2: usage error, exit 2 | 3: error output, exit 3 |
+4: starts a grandchild and hangs (timeouts) | 5: starts a grandchild, works FAKE_PIPELINE_SLEEP s, exit 0.
+Every run appends "start PID" / "done PID" to STATE/JOB_ID.runs and child pids to STATE/JOB_ID.pids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def note(path: Path, line: str) -> None:
+    with path.open("a") as sink:
+        sink.write(line + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--zid", type=int, required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--report", default="")
+    args = parser.parse_args()
+    state = Path(args.state)
+    runs, pids = state / f"{args.job}.runs", state / f"{args.job}.pids"
+    note(runs, f"start {os.getpid()} report={args.report} env_report={os.environ.get('DELPHI_REPORT_ID')}")
+    note(pids, str(os.getpid()))
+    if args.zid == 1:
+        for i in range(3):
+            print(f"step {i} of zid {args.zid}", flush=True)
+        note(runs, f"done {os.getpid()}")
+        return 0
+    if args.zid == 2:
+        print("usage: run_delphi.py --zid=N", file=sys.stderr, flush=True)
+        return 2
+    if args.zid == 3:
+        print("connecting to database", flush=True)
+        print("psycopg2.OperationalError: server closed the connection", file=sys.stderr, flush=True)
+        return 3
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
+    note(pids, str(grandchild.pid))
+    if args.zid == 4:
+        print("working forever", flush=True)
+        time.sleep(1000)
+        return 0
+    seconds = float(os.environ.get("FAKE_PIPELINE_SLEEP", "3"))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        print("working", flush=True)
+        time.sleep(0.25)
+    grandchild.kill()
+    note(runs, f"done {os.getpid()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

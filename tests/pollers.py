@@ -1,0 +1,73 @@
+"""Running real pollers as subprocesses against a test's tables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from delphi_jobs.config import Settings
+
+FAKE_PIPELINE = Path(__file__).parent / "helpers" / "fake_pipeline.py"
+
+
+def poller_env(settings: Settings, state: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DELPHI_", "DYNAMODB_"))}
+    env.update(
+        {
+            "DYNAMODB_ENDPOINT": str(settings.endpoint_url),
+            "AWS_REGION": settings.region,
+            "DELPHI_TABLE_PREFIX": settings.table_prefix,
+            "DELPHI_PIPELINE_COMMAND": (
+                f"{sys.executable} {FAKE_PIPELINE} --zid {{zid}} --job {{job_id}} --report {{report_id}} "
+                f"--state {state}"
+            ),
+            "DELPHI_KILL_GRACE_SECONDS": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_poller(env: dict[str, str], *flags: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "delphi_jobs", "poll", "--interval", "0.1", "--log-format", "json", *flags]
+    sink: Any = log.open("ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def runs(state: Path, job_id: str) -> list[str]:
+    path = state / f"{job_id}.runs"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def pids(state: Path, job_id: str) -> list[int]:
+    path = state / f"{job_id}.pids"
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
