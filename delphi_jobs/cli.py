@@ -85,7 +85,7 @@ def _daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
-    poller = Poller(settings, default_registry(), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
+    poller = Poller(settings, default_registry(settings), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
     return poller.run()
 
 
@@ -93,7 +93,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     if args.log_level is None:
         args.log_level = "DEBUG"
     settings = _daemon_settings(args)
-    result = Poller(settings, default_registry()).run_one(args.job_id)
+    result = Poller(settings, default_registry(settings)).run_one(args.job_id)
     if isinstance(result, str):
         print(f"error: {result}", file=sys.stderr)
         return 1

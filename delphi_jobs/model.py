@@ -271,6 +271,17 @@ class Job:
         value = self.config_value(name)
         return default if value is None else parse_bool(value, f"job_config.{name}")
 
+    def zid(self) -> int:
+        """The conversation's zid, from ``conversation_id``; JobValidationError when unusable."""
+        if not self.conversation_id:
+            raise JobValidationError("conversation_id", "missing")
+        try:
+            return int(self.conversation_id)
+        except ValueError:
+            raise JobValidationError(
+                "conversation_id", f"must be a conversation's zid (an integer), got {self.conversation_id!r}"
+            ) from None
+
     @property
     def effective_report_id(self) -> str | None:
         """report_id at the top level, else in the config (the narrative producer nests it)."""

@@ -336,9 +336,13 @@ class Poller:
             status = Status.FAILED if ok else None
         if status is None:
             log.warning("outcome not written: the job changed hands first", outcome=type(outcome).__name__)
-        else:
-            log.info("job finished", status=str(status))
-        return str(status) if status is not None else None
+            return None
+        if isinstance(outcome, Completed | Failed):
+            for other_id, keys in outcome.annotate:
+                if not queue.merge_results(other_id, keys):
+                    log.warning("could not annotate a related job: it does not exist", related_job=other_id)
+        log.info("job finished", status=str(status))
+        return str(status)
 
 
 class _Heartbeat:

@@ -402,6 +402,24 @@ class JobQueue:
         expr = self._owner_expression(claim, sets, logs, attributes, remove)
         return self._update(claim.job.job_id, expr, return_values=False) is not None
 
+    def merge_results(self, job_id: str, updates: Mapping[str, Any]) -> bool:
+        """Merge keys into another job's ``job_results`` (a checker reporting to its parent).
+
+        Not a transition, so no version bump; conditioned on ``job_results`` as read, so two writers
+        never lose each other's keys. False when the job does not exist.
+        """
+        for attempt in range(5):
+            job = self.get(job_id)
+            if job is None:
+                return False
+            expr = Expression()
+            expr.when(expr.equals_or_missing("job_results", job.item.get("job_results")))
+            expr.set("job_results", encode_json({**job.job_results, **updates}))
+            if self._update(job_id, expr, return_values=False) is not None:
+                return True
+            time.sleep(0.05 * (attempt + 1))
+        raise RuntimeError(f"job {job_id}: job_results kept changing; merge not applied")
+
     # ---- operator side ---------------------------------------------------------------------------
 
     def cancel(self, job_id: str, reason: str) -> OperatorResult:

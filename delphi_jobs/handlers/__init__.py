@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from delphi_jobs.config import Settings
+from delphi_jobs.handlers.awaiting_narrative_batch import AwaitingNarrativeBatchHandler
 from delphi_jobs.handlers.base import Handler
+from delphi_jobs.handlers.create_narrative_batch import CreateNarrativeBatchHandler
 from delphi_jobs.handlers.full_pipeline import FullPipelineHandler
+from delphi_jobs.handlers.narrative_services import NarrativeServices
 
 
 class Registry:
@@ -24,5 +28,12 @@ class Registry:
         return f"job_type: unknown job type {job_type!r}; known types: {', '.join(self.known)}"
 
 
-def default_registry() -> Registry:
-    return Registry([FullPipelineHandler()])
+def default_registry(settings: Settings) -> Registry:
+    services = NarrativeServices.from_settings(settings)
+    return Registry(
+        [
+            FullPipelineHandler(),
+            CreateNarrativeBatchHandler(services),
+            AwaitingNarrativeBatchHandler(services),
+        ]
+    )

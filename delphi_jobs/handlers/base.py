@@ -63,6 +63,8 @@ class Completed:
     """Extra attributes written on the job with the final status (e.g. batch_id, model)."""
     children: tuple[Mapping[str, Any], ...] = ()
     """Job records created in the same transaction as the completion (e.g. a batch checker)."""
+    annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    """(job_id, keys) merged into another job's job_results afterwards (a checker's parent)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Failed:
     retryable: bool = False
     results: Mapping[str, Any] = field(default_factory=dict)
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)

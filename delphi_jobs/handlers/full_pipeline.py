@@ -28,24 +28,13 @@ NOT_STARTED = 127
 TAIL_LINES = 8
 
 
-def _zid(job: Job) -> int:
-    if not job.conversation_id:
-        raise JobValidationError("conversation_id", "missing")
-    try:
-        return int(job.conversation_id)
-    except ValueError:
-        raise JobValidationError(
-            "conversation_id", f"must be a conversation's zid (an integer), got {job.conversation_id!r}"
-        ) from None
-
-
 class FullPipelineHandler:
     job_type = FULL_PIPELINE
 
     def validate(self, job: Job) -> list[str]:
         problems = []
         checks: list[Callable[[], object]] = [
-            lambda: _zid(job),
+            job.zid,
             lambda: job.config_bool("include_moderation", False),
             lambda: job.config_bool("exclude_comment_selections", True),
         ]
@@ -59,7 +48,7 @@ class FullPipelineHandler:
         return problems
 
     def command(self, job: Job, app_path: str, template: str | None) -> list[str]:
-        zid = _zid(job)
+        zid = job.zid()
         report_id = job.effective_report_id
         if template:
             values = {
@@ -91,7 +80,7 @@ class FullPipelineHandler:
         env = {
             **os.environ,
             "DELPHI_JOB_ID": job.job_id,
-            "DELPHI_REPORT_ID": job.effective_report_id or str(_zid(job)),
+            "DELPHI_REPORT_ID": job.effective_report_id or str(job.zid()),
         }
         ctx.log.info(f"Running {shlex.join(argv)} (timeout {job.timeout_seconds}s)")
         ctx.progress("pipeline", 0.0)

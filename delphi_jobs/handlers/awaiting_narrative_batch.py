@@ -1,0 +1,213 @@
+"""AWAITING_NARRATIVE_BATCH: check a submitted batch; when it has ended, store every result.
+
+Schedule: ``in_progress`` and ``canceling`` (a state, not an error) go back to AWAITING_RECHECK with
+``next_check_at`` growing from DELPHI_BATCH_RECHECK_SECONDS, doubling, to 10 minutes; a batch still
+not ended 30 hours after its creation ends the checker FAILED. Transient API errors re-check later.
+
+Results (defect 6: nothing is dropped silently): each ``succeeded`` result becomes a report item (the
+model that answered, the parent CREATE job's id, a timestamp fixed per batch so that processing again
+overwrites); refusals, ``errored`` (with their error type), ``canceled`` and ``expired`` results and
+malformed lines are counted per section. The checker ends COMPLETED when at least one section was
+stored, else FAILED; the same summary is merged into the parent's ``job_results.narrative``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Recheck, Stopped, StopReason
+from delphi_jobs.handlers.narrative_services import GIVE_UP_HOURS, NarrativeServices, stored_section_map
+from delphi_jobs.model import AWAITING_NARRATIVE_BATCH, Job, JobValidationError, format_timestamp, utcnow
+from delphi_jobs.narrative.batch_client import BatchApiError, BatchClient, BatchInfo, ResultLine
+from delphi_jobs.reports import ReportSection
+
+PROGRESS_EVERY = 10
+
+
+class AwaitingNarrativeBatchHandler:
+    job_type = AWAITING_NARRATIVE_BATCH
+
+    def __init__(self, services: NarrativeServices) -> None:
+        self._services = services
+
+    def validate(self, job: Job) -> list[str]:
+        problems = []
+        if not job.batch_id:
+            problems.append("batch_id: missing (the Anthropic msgbatch_ id to check)")
+        if not job.batch_job_id:
+            problems.append("batch_job_id: missing (the CREATE_NARRATIVE_BATCH job this checker reports to)")
+        try:
+            job.zid()
+        except JobValidationError as exc:
+            problems.append(str(exc))
+        if not self._services.settings.anthropic_api_key:
+            problems.append("ANTHROPIC_API_KEY: not set in the poller's environment")
+        return problems
+
+    def run(self, ctx: JobContext) -> Outcome:
+        job = ctx.job
+        batch_id = str(job.batch_id)
+        client = self._services.batches()
+        if ctx.cancellation.reason == StopReason.CANCEL:
+            return self._cancel_batch(ctx, client, batch_id)
+        checks = int(job.item.get("check_count") or 0)
+        try:
+            info = client.retrieve(batch_id)
+        except BatchApiError as exc:
+            return self._api_trouble(ctx, exc, checks)
+        status = info.processing_status
+        ctx.log.info(f"batch {batch_id} is {status}: {dict(info.request_counts)}")
+        if status in ("in_progress", "canceling"):
+            age = utcnow() - info.created_at
+            if age > timedelta(hours=GIVE_UP_HOURS):
+                return Failed(f"gave up: batch {batch_id} still {status} {age} after its creation")
+            delay = self._services.recheck_delay(checks)
+            return Recheck(
+                utcnow() + timedelta(seconds=delay),
+                results={"batch_status": status, "request_counts": dict(info.request_counts)},
+                attributes={"check_count": checks + 1, "batch_status": status},
+            )
+        if status != "ended":
+            return Failed(f"batch {batch_id} has an unknown processing_status {status!r}")
+        return self._store_results(ctx, client, info)
+
+    def _cancel_batch(self, ctx: JobContext, client: BatchClient, batch_id: str) -> Outcome:
+        try:
+            client.cancel(batch_id)
+            ctx.log.warning(f"cancel requested: batch {batch_id} cancelled at Anthropic")
+        except BatchApiError as exc:
+            ctx.log.warning(f"cancel requested: cancelling batch {batch_id} failed ({exc}); it may still run")
+        return Stopped("checker cancelled")
+
+    def _api_trouble(self, ctx: JobContext, exc: BatchApiError, checks: int) -> Outcome:
+        if not exc.retryable:
+            return Failed(str(exc))
+        ctx.log.warning(f"{exc}; checking again later")
+        return Recheck(
+            utcnow() + timedelta(seconds=self._services.recheck_delay(checks)),
+            attributes={"check_count": checks + 1},
+        )
+
+    def _store_results(self, ctx: JobContext, client: BatchClient, info: BatchInfo) -> Outcome:
+        job = ctx.job
+        zid = job.zid()
+        report_id = self._services.report_id_for(job)
+        section_map = stored_section_map(job)
+        if not section_map:
+            ctx.log.warning(
+                "no section map on the job: section names fall back to the custom_id minus the zid"
+            )
+        timestamp = format_timestamp(info.created_at)
+        counts: Counter[str] = Counter()
+        errors: dict[str, str] = {}
+        stored: list[str] = []
+        seen: set[str] = set()
+        total = max(1, info.total_requests)
+        try:
+            for n, line in enumerate(client.results(info.id), start=1):
+                if ctx.cancellation.is_set():
+                    return Stopped("stopped while storing results")
+                section = self._record(
+                    ctx, line, section_map, zid, report_id, timestamp, info.id, counts, errors
+                )
+                if section:
+                    stored.append(section)
+                if line.custom_id:
+                    seen.add(line.custom_id)
+                if n % PROGRESS_EVERY == 0:
+                    ctx.progress("results", n / total)
+        except BatchApiError as exc:
+            return self._api_trouble(ctx, exc, int(job.item.get("check_count") or 0))
+        missing = sorted(set(section_map) - seen)
+        if missing:
+            counts["missing"] = len(missing)
+            ctx.log.warning(f"{len(missing)} requests have no result line: {', '.join(missing)}")
+        summary: dict[str, Any] = {
+            "batch_id": info.id,
+            "report_id": report_id,
+            "stored": len(stored),
+            "errored": counts["errored"],
+            "expired": counts["expired"],
+            "canceled": counts["canceled"],
+            "refused": counts["refused"],
+            "malformed": counts["malformed"],
+            "missing": counts["missing"],
+            "sections": sorted(stored),
+            "errors": errors,
+            "timestamp": timestamp,
+        }
+        annotate = ((str(job.batch_job_id), {"narrative": summary}),)
+        if not stored:
+            return Failed(
+                f"batch {info.id} ended with no section stored ({_count_text(summary)})",
+                results=summary,
+                annotate=annotate,
+            )
+        ctx.log.info(f"Results stored in DynamoDB for conversation {zid}")
+        ctx.log.info(f"stored {len(stored)} sections for report {report_id} ({_count_text(summary)})")
+        return Completed(results=summary, annotate=annotate)
+
+    def _record(
+        self,
+        ctx: JobContext,
+        line: ResultLine,
+        section_map: dict[str, str],
+        zid: int,
+        report_id: str,
+        timestamp: str,
+        batch_id: str,
+        counts: Counter[str],
+        errors: dict[str, str],
+    ) -> str | None:
+        """Store one result line or count why not; returns the stored section name."""
+        if line.malformed:
+            counts["malformed"] += 1
+            ctx.log.warning(f"malformed result line skipped: {line.malformed}")
+            return None
+        section = section_map.get(line.custom_id) or line.custom_id.removeprefix(f"{zid}_")
+        if line.type == "succeeded" and line.stop_reason == "refusal":
+            counts["refused"] += 1
+            errors[section] = "refusal"
+            return None
+        if line.type != "succeeded":
+            counts[line.type] += 1
+            errors[section] = line.error_type or line.type
+            detail = f": {line.error_message}" if line.error_message else ""
+            ctx.log.warning(f"section {section}: {line.type} ({line.error_type or '-'}){detail}")
+            return None
+        model = line.model or str(ctx.job.model or "")
+        self._services.reports.put(
+            ReportSection(
+                report_id=report_id,
+                section=section,
+                model=model,
+                timestamp=timestamp,
+                report_data=line.text,
+                job_id=str(ctx.job.batch_job_id),
+                batch_id=batch_id,
+                metadata={
+                    "custom_id": line.custom_id,
+                    "stop_reason": line.stop_reason,
+                    "usage": dict(line.usage),
+                    "valid_json": _is_json(line.text),
+                },
+            )
+        )
+        counts["stored"] += 1
+        return section
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _count_text(summary: dict[str, Any]) -> str:
+    keys = ("stored", "errored", "expired", "canceled", "refused", "malformed", "missing")
+    return ", ".join(f"{summary[k]} {k}" for k in keys if summary[k])

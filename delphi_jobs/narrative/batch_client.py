@@ -1,0 +1,181 @@
+"""The Anthropic Message Batches API through the official SDK, reduced to what the handlers need.
+
+Errors are classified once here: ``retryable`` (429, 5xx, 529, lost connections) or not (4xx), and
+``uncertain`` when the request may have been applied although no response arrived, which for a create
+means a batch may exist that we do not know about. Creates are sent without SDK retries for that
+reason: a silently retried create could pay for a second batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+
+
+class BatchApiError(Exception):
+    def __init__(self, message: str, *, retryable: bool, uncertain: bool = False, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.uncertain = uncertain
+        self.status = status
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    processing_status: str
+    request_counts: Mapping[str, int]
+    created_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.request_counts.values())
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One line of a batch's results; ``malformed`` carries the parse problem of a bad line."""
+
+    custom_id: str
+    type: str
+    text: str = ""
+    model: str = ""
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    malformed: str | None = None
+    usage: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _info(batch: Any) -> BatchInfo:
+    counts = batch.request_counts
+    return BatchInfo(
+        id=batch.id,
+        processing_status=batch.processing_status,
+        request_counts={
+            "processing": counts.processing,
+            "succeeded": counts.succeeded,
+            "errored": counts.errored,
+            "canceled": counts.canceled,
+            "expired": counts.expired,
+        },
+        created_at=_aware(batch.created_at),
+        ended_at=_aware(batch.ended_at) if batch.ended_at is not None else None,
+    )
+
+
+def parse_result_line(raw: str) -> ResultLine:
+    """Decode one JSONL line; a malformed line becomes a ResultLine with ``malformed`` set."""
+    try:
+        doc = json.loads(raw)
+        custom_id = str(doc["custom_id"])
+        result = doc["result"]
+        kind = str(result["type"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return ResultLine(custom_id="", type="malformed", malformed=f"{type(exc).__name__}: {exc}"[:200])
+    if kind == "succeeded":
+        message = result.get("message") or {}
+        text = "".join(
+            block.get("text", "") for block in message.get("content", []) if block.get("type") == "text"
+        )
+        return ResultLine(
+            custom_id,
+            kind,
+            text=text,
+            model=str(message.get("model", "")),
+            stop_reason=message.get("stop_reason"),
+            usage=message.get("usage") or {},
+        )
+    if kind == "errored":
+        error = (result.get("error") or {}).get("error") or {}
+        return ResultLine(
+            custom_id, kind, error_type=str(error.get("type", "unknown")), error_message=error.get("message")
+        )
+    return ResultLine(custom_id, kind)
+
+
+class BatchClient:
+    def __init__(
+        self, api_key: str, base_url: str | None = None, *, timeout: float = 60.0, max_retries: int = 2
+    ) -> None:
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except anthropic.APIStatusError as exc:
+            kind = ""
+            if isinstance(exc.body, Mapping):
+                kind = str((exc.body.get("error") or {}).get("type", ""))
+            raise BatchApiError(
+                f"{what}: Anthropic API returned {exc.status_code} {kind}".rstrip(),
+                retryable=exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500,
+                status=exc.status_code,
+            ) from None
+        except anthropic.APIConnectionError as exc:  # includes APITimeoutError
+            raise BatchApiError(
+                f"{what}: no response from the Anthropic API ({type(exc).__name__})",
+                retryable=True,
+                uncertain=True,
+            ) from None
+
+    def create(self, requests: Sequence[Mapping[str, Any]]) -> BatchInfo:
+        no_retry = self._client.with_options(max_retries=0)
+        return _info(self._call("create batch", no_retry.messages.batches.create, requests=list(requests)))
+
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return _info(self._call("retrieve batch", self._client.messages.batches.retrieve, batch_id))
+
+    def cancel(self, batch_id: str) -> BatchInfo:
+        return _info(self._call("cancel batch", self._client.messages.batches.cancel, batch_id))
+
+    def created_since(self, moment: datetime, *, limit: int = 1000) -> list[BatchInfo]:
+        """Batches created at or after ``moment`` (newest first): to find a batch whose create
+        response was lost."""
+        found: list[BatchInfo] = []
+        after: str | None = None
+        while len(found) < limit:
+            kwargs: dict[str, Any] = {"limit": 100}
+            if after:
+                kwargs["after_id"] = after
+            page = self._call("list batches", self._client.messages.batches.list, **kwargs)
+            batches = [_info(b) for b in page.data]
+            for batch in batches:
+                if batch.created_at < moment:
+                    return found
+                found.append(batch)
+            if not page.has_more or not batches:
+                return found
+            after = page.last_id
+        return found
+
+    def results(self, batch_id: str) -> Iterator[ResultLine]:
+        """Stream and parse the results; the response is closed however the caller stops."""
+        streaming = self._client.messages.batches.with_streaming_response
+        try:
+            with streaming.results(batch_id) as response:
+                for raw in response.iter_lines():
+                    if raw.strip():
+                        yield parse_result_line(raw)
+        except anthropic.APIStatusError as exc:
+            raise BatchApiError(
+                f"results: Anthropic API returned {exc.status_code}",
+                retryable=exc.status_code >= 429,
+                status=exc.status_code,
+            ) from None
+        except Exception as exc:  # a cut body surfaces as the HTTP library's own transport error
+            raise BatchApiError(f"results: stream broken ({type(exc).__name__})", retryable=True) from None

@@ -1,0 +1,87 @@
+"""NarrativeReportStore: the only module that touches ``Delphi_NarrativeReports`` (DESIGN 2.2).
+
+Items are keyed ``rid_section_model = f"{report_id}#{section}#{model}"`` with a ``timestamp`` range
+key. The checker fixes the timestamp per batch, so processing a batch's results again overwrites the
+same items instead of adding a second run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from delphi_jobs.dynamo import from_item, to_item, to_value
+from delphi_jobs.model import encode_json
+from delphi_jobs.tables import REPORT_ID_TIMESTAMP_INDEX
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    report_id: str
+    section: str
+    model: str
+    timestamp: str
+    report_data: str
+    job_id: str
+    batch_id: str
+    errors: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.report_id}#{self.section}#{self.model}"
+
+
+class NarrativeReportStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def put(self, section: ReportSection) -> None:
+        item: dict[str, Any] = {
+            "rid_section_model": section.key,
+            "timestamp": section.timestamp,
+            "report_id": section.report_id,
+            "section": section.section,
+            "model": section.model,
+            "report_data": section.report_data,
+            "job_id": section.job_id,
+            "batch_id": section.batch_id,
+            "errors": section.errors,
+            "metadata": encode_json(section.metadata) if section.metadata else None,
+        }
+        self._client.put_item(TableName=self._table, Item=to_item(item))
+
+    def items_for_report(self, report_id: str) -> Iterator[dict[str, Any]]:
+        """Every item of a report, through ``ReportIdTimestampIndex`` as the Polis server reads them."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": REPORT_ID_TIMESTAMP_INDEX,
+            "KeyConditionExpression": "#r = :r",
+            "ExpressionAttributeNames": {"#r": "report_id"},
+            "ExpressionAttributeValues": {":r": to_value(report_id)},
+        }
+        while True:
+            page = self._client.query(**kwargs)
+            for item in page.get("Items", []):
+                yield from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def latest_run(self, report_id: str) -> dict[str, dict[str, Any]]:
+        """The server's read path: group by job_id, take the newest run, section and model from
+        splitting ``rid_section_model`` on ``#``. Returns section -> item (with ``model`` parsed)."""
+        runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for item in self.items_for_report(report_id):
+            runs[str(item.get("job_id", ""))].append(item)
+        if not runs:
+            return {}
+        newest = max(runs.values(), key=lambda items: max(str(i["timestamp"]) for i in items))
+        sections: dict[str, dict[str, Any]] = {}
+        for item in newest:
+            _, section, model = str(item["rid_section_model"]).split("#", 2)
+            sections[section] = {**item, "section": section, "model": model}
+        return sections
