@@ -304,9 +304,25 @@ class JobQueue:
             sets.update({"completed_at": now, "job_results": encode_json(body)})
         if status == Status.PAUSED:
             sets.update({"paused_from": Status.PENDING.value, "worker_id": UNCLAIMED_WORKER})
-        return self._owner_write(
-            claim, sets, logs, attributes, remove=("cancel_requested", "pause_requested")
-        )
+        removed = ("cancel_requested", "pause_requested")
+        if not children:
+            return self._owner_write(claim, sets, logs, attributes, remove=removed)
+        expr = self._owner_expression(claim, sets, logs, attributes, removed)
+        key = to_item({"job_id": claim.job.job_id})
+        actions: list[dict[str, Any]] = [{"Update": {"TableName": self._table, "Key": key, **expr.request()}}]
+        for child in children:
+            item = to_item(self.new_record(child))
+            actions.append({"Put": {"TableName": self._table, "Item": item, **_NEW_JOB_CONDITION}})
+        try:
+            self._client.transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False  # the fence: someone else owns the parent now
+            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]):
+                raise JobExists(", ".join(str(c.get("job_id")) for c in children)) from exc
+            raise
+        return True
 
     def schedule_recheck(
         self,
