@@ -85,7 +85,9 @@ def _daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
-    poller = Poller(settings, default_registry(settings), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
+    poller = Poller(
+        settings, default_registry(settings), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle
+    )
     return poller.run()
 
 
@@ -99,6 +101,13 @@ def cmd_run_job(args: argparse.Namespace) -> int:
         return 1
     print(f"job {result.job_id}: {result.status or 'outcome not written (lease lost)'}")
     return 0 if result.status in (Status.COMPLETED, Status.AWAITING_RECHECK) else 1
+
+
+def cmd_fake_anthropic(args: argparse.Namespace) -> int:
+    from delphi_jobs.narrative.fake_anthropic import serve_forever
+
+    serve_forever(args.host, args.port, args.end_after_seconds)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     run_job = add("run-job", cmd_run_job, "claim and run one job in the foreground, output shown live")
     _daemon_flags(run_job)
     run_job.add_argument("job_id")
+
+    fake = commands.add_parser(
+        "fake-anthropic",
+        help="serve a loopback fake of the Anthropic Message Batches API (tests, offline demo)",
+        description="A fake Message Batches API that the real anthropic SDK works against through "
+        "ANTHROPIC_BASE_URL. Answers are generated from the prompts; no model is called.",
+    )
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    fake.add_argument(
+        "--end-after-seconds", type=float, default=2.0, help="how long a batch stays in_progress"
+    )
+    fake.set_defaults(handler=cmd_fake_anthropic)
     return parser
 
 

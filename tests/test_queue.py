@@ -306,3 +306,35 @@ def test_gsi_keys_are_never_empty(queue: JobQueue, client: Any, settings: Settin
     item = raw(client, settings, "g1")
     for key in ("status", "worker_id", "created_at", "conversation_id", "job_type"):
         assert item.get(key, "absent") != "", key
+
+
+def test_finish_with_child_is_one_transaction(queue: JobQueue, client: Any, settings: Settings) -> None:
+    queue.enqueue({"job_id": "parent", "conversation_id": "1"})
+    stale = claim_one(queue, "w-old", lease=0.2)
+    time.sleep(0.35)
+    fresh = claim_one(queue, "w-new")
+    child = {"job_id": "child", "conversation_id": "1", "job_type": "AWAITING_NARRATIVE_BATCH"}
+    assert not queue.finish(stale, Status.COMPLETED, children=(child,))
+    assert queue.get("child") is None, "a fenced-out parent inserts no child"
+
+    queue.enqueue({"job_id": "taken", "conversation_id": "1"})
+    with pytest.raises(JobExists):
+        queue.finish(fresh, Status.COMPLETED, children=({"job_id": "taken", "conversation_id": "1"},))
+    assert raw(client, settings, "parent")["status"] == "PROCESSING", "nothing applied"
+
+    assert queue.finish(fresh, Status.COMPLETED, attributes={"batch_id": "msgbatch_1"}, children=(child,))
+    item = raw(client, settings, "child")
+    assert item["status"] == "PENDING" and item["version"] == 1 and item["worker_id"] == "none"
+    parent = raw(client, settings, "parent")
+    assert parent["status"] == "COMPLETED" and parent["batch_id"] == "msgbatch_1"
+
+
+def test_merge_results_keeps_other_keys(queue: JobQueue) -> None:
+    queue.enqueue({"job_id": "m1", "conversation_id": "1"})
+    claim = claim_one(queue)
+    assert queue.finish(claim, Status.COMPLETED, results={"batch_id": "b"})
+    assert queue.merge_results("m1", {"narrative": {"stored": 3}})
+    job = queue.get("m1")
+    assert job is not None and job.job_results["batch_id"] == "b"
+    assert job.job_results["narrative"] == {"stored": 3} and job.status == "COMPLETED"
+    assert not queue.merge_results("nope", {"x": 1})
