@@ -85,10 +85,41 @@ def _daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
+    if not args.embedded:
+        return _poll(settings, args)
+    from delphi_jobs.embedded import EmbeddedServers
+
+    with EmbeddedServers(settings) as servers:
+        for line in servers.describe():
+            print(line, flush=True)
+        return _poll(servers.settings, args)
+
+
+def _poll(settings: Settings, args: argparse.Namespace) -> int:
     poller = Poller(
         settings, default_registry(settings), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle
     )
     return poller.run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from delphi_jobs.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        participants=args.participants,
+        comments=args.comments,
+        seed=args.seed,
+        keep_running=args.keep_running,
+        real_anthropic=args.real_anthropic,
+        timeout=args.timeout,
+    )
+    return run_demo(options, Settings.from_env(endpoint_url="")).exit_code
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from delphi_jobs.pipeline.run import main as pipeline_main
+
+    return pipeline_main(args.pipeline_args)
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -136,10 +167,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 once no job is claimable and nothing is in flight",
     )
+    poll.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start embedded DynamoDB (in memory only) and PostgreSQL servers in this process and poll them",
+    )
 
     run_job = add("run-job", cmd_run_job, "claim and run one job in the foreground, output shown live")
     _daemon_flags(run_job)
     run_job.add_argument("job_id")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole system on embedded servers with a generated conversation",
+        description="Embedded DynamoDB and PostgreSQL, a generated Polis conversation, the loopback "
+        "Anthropic fake: runs FULL_PIPELINE then a narrative report and shows what was stored.",
+    )
+    demo.add_argument("--participants", type=int, default=300)
+    demo.add_argument("--comments", type=int, default=56)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--timeout", type=float, default=110.0, help="give up after this many seconds")
+    demo.add_argument("--keep-running", action="store_true", help="keep the servers up afterwards")
+    demo.add_argument(
+        "--real-anthropic",
+        action="store_true",
+        help="use the real Anthropic API with ANTHROPIC_API_KEY (costs money) instead of the fake",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="the built-in conversation pipeline (a FULL_PIPELINE command when run_delphi.py is absent)",
+        add_help=False,
+    )
+    pipeline.set_defaults(handler=cmd_pipeline)
 
     fake = commands.add_parser(
         "fake-anthropic",
@@ -157,7 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "pipeline":
+        args.pipeline_args = extra  # the pipeline parses its own flags (and its own --help)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args))
     except ConfigError as exc:

@@ -17,6 +17,16 @@ import structlog
 from delphi_jobs.model import MAX_LOG_ENTRIES, LogEntry, format_timestamp, utcnow
 
 _print_lock = threading.Lock()
+_echo = threading.Event()
+_echo.set()
+
+
+def echo_job_lines(enabled: bool) -> None:
+    """The demo shows its own progress view; everywhere else job lines always reach stdout."""
+    if enabled:
+        _echo.set()
+    else:
+        _echo.clear()
 
 
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
@@ -58,7 +68,8 @@ class JobLog:
 
     def add(self, level: str, message: str) -> None:
         level = level.upper()
-        print_line(f"{self._prefix} {level}: {message}")
+        if _echo.is_set():
+            print_line(f"{self._prefix} {level}: {message}")
         with self._lock:
             self._entries.append(LogEntry(format_timestamp(utcnow()), level, message))
             del self._entries[:-MAX_LOG_ENTRIES]

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS math_main (
     zid integer NOT NULL,
     math_env varchar(999) NOT NULL,
     data jsonb NOT NULL,
+    last_vote_timestamp bigint,  -- NOT NULL in Polis; nullable here so tests can seed bare rows
+    caching_tick bigint NOT NULL DEFAULT 0,
+    math_tick bigint NOT NULL DEFAULT -1,
     modified bigint DEFAULT (extract(epoch from now()) * 1000)::bigint,
     UNIQUE (zid, math_env)
 );

@@ -36,6 +36,7 @@ from delphi_jobs.handlers.base import (
     StopReason,
 )
 from delphi_jobs.logs import JobLog, get_logger
+from delphi_jobs.model import format_timestamp
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError, Status
 
@@ -311,7 +312,7 @@ class Poller:
             )
             status = Status.COMPLETED if ok else None
         elif isinstance(outcome, Recheck):
-            job_log.info(f"re-check scheduled at {outcome.at.isoformat()}")
+            job_log.info(f"re-check scheduled at {format_timestamp(outcome.at)}")
             ok = queue.schedule_recheck(
                 claim,
                 outcome.at,

@@ -1,0 +1,419 @@
+"""Narrative reports end to end on real servers: moto's DynamoDB server, embedded PostgreSQL seeded
+with a generated Polis conversation and analysed by the built-in pipeline, and the loopback Anthropic
+fake driven by the real SDK. Faults, crashes and re-runs never lose a result or pay for a second batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+
+from delphi_jobs.config import Settings
+from delphi_jobs.dynamo import make_client
+from delphi_jobs.handlers import default_registry
+from delphi_jobs.model import Job, encode_json, format_timestamp, utcnow
+from delphi_jobs.narrative.fake_anthropic import FakeAnthropic
+from delphi_jobs.pipeline.run import run_pipeline
+from delphi_jobs.poller import Poller
+from delphi_jobs.queue import JobQueue
+from delphi_jobs.reports import NarrativeReportStore
+from delphi_jobs.sample import generate_sample, load_sample
+from delphi_jobs.states import TERMINAL, Status
+from delphi_jobs.testing import records
+from tests.pollers import poller_env, start_poller, wait_for
+
+ZID = 4242
+REPORT = "r_e2e_report"
+MODEL = "claude-test-model"
+GLOBALS = {
+    "batch_re_global_groups",
+    "batch_re_global_group_informed_consensus",
+    "batch_re_global_uncertainty",
+}
+
+
+@pytest.fixture(scope="module")
+def analysed_db(postgres_server: Any) -> str:
+    """One generated conversation, analysed once by the built-in pipeline, shared by the module."""
+    import uuid
+
+    from delphi_jobs.polisdb import create_schema
+
+    name = f"polis_e2e_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(postgres_server.url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    url = str(postgres_server.url).replace("/postgres?", f"/{name}?", 1)
+    conn = psycopg2.connect(url)
+    create_schema(conn)
+    load_sample(conn, generate_sample(seed=7, zid=ZID, participants=80, comments=30), report_id=REPORT)
+    conn.commit()
+    conn.close()
+    return url
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as server:
+        yield server
+
+
+@pytest.fixture
+def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Settings:
+    settings = dataclasses.replace(
+        moto_settings,
+        database_url=analysed_db,
+        anthropic_api_key="test-key",
+        anthropic_base_url=fake.base_url,
+        batch_recheck_seconds=0.1,
+        lease_seconds=5,
+    )
+    run_pipeline(settings, ZID, REPORT)  # topics into this test's own tables
+    return settings
+
+
+def drain(settings: Settings, queue: JobQueue, job_ids: list[str], timeout: float = 60) -> None:
+    """Run a poller's workers in process until every given job is terminal."""
+    poller = Poller(settings, default_registry(settings))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [queue.get(j) for j in job_ids]
+        if all(j is not None and j.status in TERMINAL for j in jobs):
+            return
+        claimed = False
+        for job in queue.find_candidates():
+            claim = queue.claim(job, "test-worker", settings.lease_seconds)
+            if claim:
+                poller.process(queue, claim)
+                claimed = True
+                break
+        if not claimed:
+            time.sleep(0.05)
+    raise AssertionError(f"jobs not terminal in {timeout}s: {[(j.job_id, j.status) for j in jobs if j]}")
+
+
+def checker_of(queue: JobQueue, parent_id: str) -> Job:
+    parent = queue.get(parent_id)
+    assert parent is not None
+    checker = queue.get(str(parent.job_results["checker_job_id"]))
+    assert checker is not None
+    return checker
+
+
+def submit_narrative(settings: Settings, **changes: Any) -> str:
+    record = records.server_narrative(REPORT, ZID, model=MODEL, **changes)
+    records.put_raw(make_client(settings), settings.jobs_table, record)
+    return str(record["job_id"])
+
+
+def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "COMPLETED"
+    assert parent.batch_id and parent.batch_id.startswith("msgbatch_") and parent.model == MODEL
+    checker_id = str(parent.job_results["checker_job_id"])
+    assert checker_id.startswith(f"batch_check_{parent_id}_")
+    drain(env, queue, [checker_id])
+    checker = queue.get(checker_id)
+    assert checker is not None and checker.status == "COMPLETED", checker.error_message
+    assert checker.batch_job_id == parent_id and checker.batch_id == parent.batch_id
+    assert any(e.message == f"Results stored in DynamoDB for conversation {ZID}" for e in checker.logs)
+    assert fake.create_calls == 1
+
+    # The Polis server's read path: query by report_id, newest run, split rid_section_model on '#'.
+    sections = NarrativeReportStore(make_client(env), env.reports_table).latest_run(REPORT)
+    assert set(sections) >= GLOBALS
+    topic_sections = set(sections) - GLOBALS
+    assert topic_sections, "one section per topic"
+    section_map = json.loads(str(parent.item["section_map"]))
+    assert set(sections) == set(section_map.values())
+    for name, item in sections.items():
+        assert item["model"] == MODEL and item["job_id"] == parent_id and item["batch_id"] == parent.batch_id
+        narrative = json.loads(item["report_data"])
+        assert narrative["paragraphs"] and narrative["title"]
+        assert item["rid_section_model"] == f"{REPORT}#{name}#{MODEL}"
+    parent_after = queue.get(parent_id)
+    assert parent_after is not None
+    summary = parent_after.job_results["narrative"]
+    assert summary["stored"] == len(sections) and summary["errored"] == 0
+
+
+def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id])
+    store = NarrativeReportStore(make_client(env), env.reports_table)
+    before = sorted(i["rid_section_model"] + i["timestamp"] for i in store.items_for_report(REPORT))
+    assert before
+    # Re-run the same checker's work as a reclaimed run would: a fresh checker on the same batch.
+    record = dict(checker_of(queue, parent_id).item)
+    record.update(job_id=f"{checker_id}_again", status="PENDING", version=1, worker_id="none")
+    record.pop("run_after", None)
+    records.put_raw(make_client(env), env.jobs_table, record)
+    drain(env, queue, [f"{checker_id}_again"])
+    after = sorted(i["rid_section_model"] + i["timestamp"] for i in store.items_for_report(REPORT))
+    assert after == before
+
+
+def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.result_outcome(
+        lambda cid: cid.endswith("global_uncertainty"), "errored", error_type="overloaded_error"
+    )
+    fake.result_outcome(lambda cid: cid.endswith("global_groups"), "expired")
+    fake.refuse(lambda cid: cid.endswith("layer0_0"))
+    fake.malformed_line()
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id])
+    checker = queue.get(checker_id)
+    assert checker is not None and checker.status == "COMPLETED"
+    results = checker.job_results
+    assert results["errored"] == 1 and results["expired"] == 1 and results["refused"] == 1
+    assert results["malformed"] == 1
+    assert results["errors"]["batch_re_global_uncertainty"] == "overloaded_error"
+    assert results["errors"]["batch_re_global_groups"] == "expired"
+    total = len(json.loads(str(checker.item["section_map"])))
+    # the malformed line hid one result: it is reported missing, not silently dropped
+    assert results["stored"] + 3 + results["missing"] == total and results["missing"] == 1
+
+
+def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.result_outcome(lambda cid: True, "errored", error_type="invalid_request_error")
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id])
+    checker = queue.get(checker_id)
+    assert checker is not None and checker.status == "FAILED"
+    assert checker.error_message and "no section stored" in checker.error_message
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.job_results["narrative"]["stored"] == 0
+
+
+def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.end_after_seconds = 1.5
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id], timeout=30)
+    checker = queue.get(checker_id)
+    assert checker is not None and checker.status == "COMPLETED"
+    checks = int(checker.item["check_count"])
+    assert checks >= 2, "checked while in progress, then again"
+    assert checks <= 6, "delays grow: 0.1, 0.2, 0.4, 0.8 ... not a busy loop"
+
+
+def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.fail_next(429, retry_after=0.1, path_contains="/v1/messages/batches/msgbatch")
+    fake.fail_next(529, path_contains="/v1/messages/batches/msgbatch")
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id])
+    assert queue.get(checker_id).status == "COMPLETED"  # type: ignore[union-attr]
+
+
+def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.fail_next(500, path_contains="/v1/messages/batches")
+    parent_id = submit_narrative(env)
+    run_once(env, queue, parent_id)
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "PENDING" and parent.retry_count == 1
+    assert parent.error_message and "500" in parent.error_message
+    assert len(fake.batches) == 0
+    due_now(env, parent_id)
+    drain(env, queue, [parent_id])
+    assert queue.get(parent_id).status == "COMPLETED"  # type: ignore[union-attr]
+    assert len(fake.batches) == 1
+
+
+def test_lost_create_response_adopts_the_batch(env: Settings, fake: FakeAnthropic) -> None:
+    """The create is applied but its response is lost: the next run adopts it, no second batch."""
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.fail_next(500, path_contains="/v1/messages/batches", after_processing=True)
+    parent_id = submit_narrative(env)
+    run_once(env, queue, parent_id)
+    assert len(fake.batches) == 1
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "PENDING" and parent.batch_id is None
+    assert parent.item.get("batch_submission")
+    due_now(env, parent_id)
+    drain(env, queue, [parent_id])
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "COMPLETED"
+    assert len(fake.batches) == 1 and parent.batch_id == next(iter(fake.batches))
+    assert any("adopting batch" in e.message for e in parent.logs)
+
+
+def run_once(env: Settings, queue: JobQueue, job_id: str) -> None:
+    job = queue.get(job_id)
+    assert job is not None
+    claim = queue.claim(job, "test-worker", env.lease_seconds)
+    assert claim is not None
+    Poller(env, default_registry(env)).process(queue, claim)
+
+
+def due_now(env: Settings, job_id: str) -> None:
+    """Skip a retry's backoff (what an operator's retry does, without resetting attempts)."""
+    make_client(env).update_item(
+        TableName=env.jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="REMOVE #r",
+        ExpressionAttributeNames={"#r": "run_after"},
+    )
+
+
+def sdk_batch(fake: FakeAnthropic, requests: int) -> str:
+    import anthropic
+
+    sdk = anthropic.Anthropic(api_key="test-key", base_url=fake.base_url)
+    params = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    batch = sdk.messages.batches.create(
+        requests=[{"custom_id": f"c{i}", "params": params} for i in range(requests)]
+    )
+    return batch.id
+
+
+def _crash_with(env: Settings, queue: JobQueue, parent_id: str, attributes: dict[str, Any]) -> None:
+    """A poller that claimed the job, wrote ``attributes`` and died: its lease simply runs out."""
+    job = queue.get(parent_id)
+    assert job is not None
+    claim = queue.claim(job, "dead-worker", 0.2)
+    assert claim is not None
+    if attributes:
+        assert queue.heartbeat(claim, 0.2, attributes=attributes) is not None
+    time.sleep(0.4)
+
+
+def test_crash_before_submit_submits_once(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    parent_id = submit_narrative(env)
+    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": 99})
+    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    drain(env, queue, [parent_id])
+    assert queue.get(parent_id).status == "COMPLETED"  # type: ignore[union-attr]
+    assert fake.create_calls == 1
+
+
+def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    parent_id = submit_narrative(env)
+    batch_id = sdk_batch(fake, 3)
+    _crash_with(env, queue, parent_id, {"batch_id": batch_id, "model": MODEL})
+    calls = fake.create_calls
+    drain(env, queue, [parent_id])
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "COMPLETED" and parent.batch_id == batch_id
+    assert fake.create_calls == calls
+
+
+def test_ambiguous_interrupted_submission_fails_without_paying(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    probe_id = submit_narrative(env)
+    drain(env, queue, [probe_id])
+    probe = queue.get(probe_id)
+    assert probe is not None
+    requests = len(json.loads(str(probe.item["section_map"])))
+    parent_id = submit_narrative(env)
+    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": requests})
+    first, second = sdk_batch(fake, requests), sdk_batch(fake, requests)
+    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    calls = fake.create_calls
+    drain(env, queue, [parent_id])
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "FAILED"
+    assert "not submitting another" in str(parent.error_message)
+    assert first in str(parent.error_message) and second in str(parent.error_message)
+    assert fake.create_calls == calls
+
+
+def test_kill_9_during_create_then_recovery_pays_once(
+    env: Settings, fake: FakeAnthropic, tmp_path: Any
+) -> None:
+    """A real poller dies (kill -9) while its create is in flight; the next poller adopts the batch."""
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.slow_next_create(3.0)
+    parent_id = submit_narrative(env)
+    extra = {
+        "DATABASE_URL": str(env.database_url),
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "DELPHI_BATCH_RECHECK_SECONDS": "0.1",
+    }
+    env_vars = poller_env(env, tmp_path, **extra)
+    first = start_poller(env_vars, "--lease-seconds", "1.5", log=tmp_path / "first.log")
+    wait_for(lambda: fake.create_calls == 1, 30, "the create to reach the API")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    time.sleep(3.5)  # the slow create completes server-side: a paid batch nobody recorded
+    assert len(fake.batches) == 1
+    second = start_poller(env_vars, "--lease-seconds", "1.5", "--max-jobs", "2", log=tmp_path / "second.log")
+    assert second.wait(timeout=60) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.status == "COMPLETED"
+    checker = checker_of(queue, parent_id)
+    assert checker.status == "COMPLETED", checker.error_message
+    assert fake.create_calls == 1 and len(fake.batches) == 1
+
+
+def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    no_key = dataclasses.replace(env, anthropic_api_key=None)
+    job_id = submit_narrative(env)
+    drain(no_key, queue, [job_id])
+    job = queue.get(job_id)
+    assert job is not None and job.status == "FAILED" and "ANTHROPIC_API_KEY" in str(job.error_message)
+
+    record = records.server_narrative(REPORT, ZID, model="")
+    records.put_raw(make_client(env), env.jobs_table, record)
+    drain(env, queue, [record["job_id"]])
+    job = queue.get(record["job_id"])
+    assert job is not None and job.status == "FAILED" and "ANTHROPIC_MODEL" in str(job.error_message)
+
+    conn = psycopg2.connect(str(env.database_url))
+    with conn.cursor() as cur:  # a conversation the math worker has not analysed yet
+        cur.execute("INSERT INTO conversations (zid, topic) VALUES (999, 'new') ON CONFLICT DO NOTHING")
+    conn.commit()
+    conn.close()
+    record = records.server_narrative("r_other", 999, model=MODEL)
+    records.put_raw(make_client(env), env.jobs_table, record)
+    drain(env, queue, [record["job_id"]])
+    job = queue.get(record["job_id"])
+    assert job is not None and job.status == "FAILED"
+    assert job.error_message == "no math results for conversation 999"
+    assert fake.create_calls == 0
+
+
+def test_cancel_waiting_checker_cancels_the_batch(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.end_after_seconds = 60
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    wait_for(lambda: queue.find_candidates(), 10, "the checker to become due")
+    run_once(env, queue, checker_id)
+    assert queue.get(checker_id).status == Status.AWAITING_RECHECK  # type: ignore[union-attr]
+    assert queue.cancel(checker_id, "report withdrawn").requested
+    drain(env, queue, [checker_id])
+    checker = queue.get(checker_id)
+    assert checker is not None and checker.status == "CANCELLED"
+    batch = fake.batches[str(checker.batch_id)]
+    assert batch.processing_status in ("canceling", "ended")
