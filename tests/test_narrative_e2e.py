@@ -417,3 +417,26 @@ def test_cancel_waiting_checker_cancels_the_batch(env: Settings, fake: FakeAnthr
     assert checker is not None and checker.status == "CANCELLED"
     batch = fake.batches[str(checker.batch_id)]
     assert batch.processing_status in ("canceling", "ended")
+
+
+def test_stream_cut_between_results_is_finished_later_without_duplicates(
+    env: Settings, fake: FakeAnthropic
+) -> None:
+    """The results stream breaks halfway (as if the checker died between results): the checker
+    re-checks, processes the batch again, and every section is stored exactly once."""
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.cut_results()
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker = checker_of(queue, parent_id)
+    wait_for(lambda: queue.find_candidates(), 10, "the checker to become due")
+    run_once(env, queue, checker.job_id)
+    after_cut = queue.get(checker.job_id)
+    assert after_cut is not None and after_cut.status == Status.AWAITING_RECHECK
+    assert any("stream broken" in e.message for e in after_cut.logs)
+    drain(env, queue, [checker.job_id])
+    done = queue.get(checker.job_id)
+    assert done is not None and done.status == "COMPLETED"
+    items = list(NarrativeReportStore(make_client(env), env.reports_table).items_for_report(REPORT))
+    keys = [i["rid_section_model"] for i in items]
+    assert len(keys) == len(set(keys)) == done.job_results["stored"]

@@ -603,7 +603,8 @@ class FakeAnthropic:
                 self._known(batch_id).malformed = True
 
     def cut_results(self, batch_id: str | None = None) -> None:
-        """Cut the results body of `batch_id` (default: the next batch) short, like a dropped connection."""
+        """Cut the next results download of `batch_id` (default: the next batch) short, like a dropped
+        connection; later downloads are whole."""
         with self._lock:
             if batch_id is None:
                 self._pending.cut_next = True
@@ -917,7 +918,7 @@ class FakeAnthropic:
                     400, f"message batch {batch_id!r} has not ended; results are not available yet"
                 )
             body = self._results_body(batch)
-            cut = batch.cut
+            cut, batch.cut = batch.cut, False  # a dropped connection: the next download is whole
         return _Reply(200, body, content_type="application/x-jsonl", cut=cut)
 
 
