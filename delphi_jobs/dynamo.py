@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -51,6 +51,18 @@ def to_value(value: Any) -> dict[str, Any]:
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def query_all(client: Any, **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item a Query matches, page after page, deserialized (bounded reads are the caller's
+    business: use it only where the result set is bounded, e.g. one conversation or one report)."""
+    while True:
+        page = client.query(**request)
+        for item in page.get("Items", []):
+            yield from_item(item)
+        if "LastEvaluatedKey" not in page:
+            return
+        request = {**request, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from delphi_jobs.dynamo import from_item, to_item, to_value
+from delphi_jobs.dynamo import query_all, to_item, to_value
 from delphi_jobs.model import encode_json
 from delphi_jobs.tables import REPORT_ID_TIMESTAMP_INDEX
 
@@ -56,20 +56,14 @@ class NarrativeReportStore:
 
     def items_for_report(self, report_id: str) -> Iterator[dict[str, Any]]:
         """Every item of a report, through ``ReportIdTimestampIndex`` as the Polis server reads them."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": REPORT_ID_TIMESTAMP_INDEX,
-            "KeyConditionExpression": "#r = :r",
-            "ExpressionAttributeNames": {"#r": "report_id"},
-            "ExpressionAttributeValues": {":r": to_value(report_id)},
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                yield from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_all(
+            self._client,
+            TableName=self._table,
+            IndexName=REPORT_ID_TIMESTAMP_INDEX,
+            KeyConditionExpression="#r = :r",
+            ExpressionAttributeNames={"#r": "report_id"},
+            ExpressionAttributeValues={":r": to_value(report_id)},
+        )
 
     def latest_run(self, report_id: str) -> dict[str, dict[str, Any]]:
         """The server's read path: group by job_id, take the newest run, section and model from

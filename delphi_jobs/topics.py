@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from delphi_jobs.config import Settings
-from delphi_jobs.dynamo import from_item, to_item, to_value
+from delphi_jobs.dynamo import query_all, to_item, to_value
 from delphi_jobs.model import parse_int
 
 _LAYER_COLUMN = re.compile(r"^layer(\d+)_cluster_id$")
@@ -75,19 +75,13 @@ class TopicStore:
         self._settings = settings
 
     def _query(self, table: str, conversation_id: str) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "KeyConditionExpression": "#c = :c",
-            "ExpressionAttributeNames": {"#c": "conversation_id"},
-            "ExpressionAttributeValues": {":c": to_value(conversation_id)},
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                yield from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_all(
+            self._client,
+            TableName=table,
+            KeyConditionExpression="#c = :c",
+            ExpressionAttributeNames={"#c": "conversation_id"},
+            ExpressionAttributeValues={":c": to_value(conversation_id)},
+        )
 
     def load(self, conversation_id: str) -> TopicData:
         return TopicData(

@@ -95,21 +95,25 @@ def postgres_server() -> Iterator[EmbeddedPostgres]:
         yield server
 
 
-@pytest.fixture
-def pg_url(postgres_server: EmbeddedPostgres) -> str:
-    """A fresh database with the Polis schema on the session's embedded server."""
+def new_polis_database(server: EmbeddedPostgres) -> str:
+    """A fresh database with the Polis schema on ``server``; returns its URL."""
     import psycopg2
 
     from delphi_jobs.polisdb import create_schema
 
     name = f"polis_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_server.url)
+    admin = psycopg2.connect(server.url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
-    url = postgres_server.url.replace("/postgres?", f"/{name}?", 1)
+    url = server.url.replace("/postgres?", f"/{name}?", 1)
     conn = psycopg2.connect(url)
     create_schema(conn)
     conn.close()
     return url
+
+
+@pytest.fixture
+def pg_url(postgres_server: EmbeddedPostgres) -> str:
+    return new_polis_database(postgres_server)

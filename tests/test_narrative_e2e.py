@@ -26,6 +26,7 @@ from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.sample import generate_sample, load_sample
 from delphi_jobs.states import TERMINAL, Status
 from delphi_jobs.testing import records
+from tests.conftest import new_polis_database
 from tests.pollers import poller_env, start_poller, wait_for
 
 ZID = 4242
@@ -40,20 +41,9 @@ GLOBALS = {
 
 @pytest.fixture(scope="module")
 def analysed_db(postgres_server: Any) -> str:
-    """One generated conversation, analysed once by the built-in pipeline, shared by the module."""
-    import uuid
-
-    from delphi_jobs.polisdb import create_schema
-
-    name = f"polis_e2e_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(postgres_server.url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    url = str(postgres_server.url).replace("/postgres?", f"/{name}?", 1)
+    """One generated conversation in its own database, shared by the module."""
+    url = new_polis_database(postgres_server)
     conn = psycopg2.connect(url)
-    create_schema(conn)
     load_sample(conn, generate_sample(seed=7, zid=ZID, participants=80, comments=30), report_id=REPORT)
     conn.commit()
     conn.close()
@@ -114,6 +104,17 @@ def submit_narrative(settings: Settings, **changes: Any) -> str:
     return str(record["job_id"])
 
 
+def narrate(env: Settings, queue: JobQueue) -> tuple[str, Job]:
+    """Submit a server narrative record, run it and its checker to the end; (parent id, checker)."""
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker_id = checker_of(queue, parent_id).job_id
+    drain(env, queue, [checker_id])
+    checker = queue.get(checker_id)
+    assert checker is not None
+    return parent_id, checker
+
+
 def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) -> None:
     queue = JobQueue(make_client(env), env.jobs_table)
     parent_id = submit_narrative(env)
@@ -150,15 +151,13 @@ def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) 
 
 def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: FakeAnthropic) -> None:
     queue = JobQueue(make_client(env), env.jobs_table)
-    parent_id = submit_narrative(env)
-    drain(env, queue, [parent_id])
-    checker_id = checker_of(queue, parent_id).job_id
-    drain(env, queue, [checker_id])
+    _, checker = narrate(env, queue)
+    checker_id = checker.job_id
     store = NarrativeReportStore(make_client(env), env.reports_table)
     before = sorted(i["rid_section_model"] + i["timestamp"] for i in store.items_for_report(REPORT))
     assert before
     # Re-run the same checker's work as a reclaimed run would: a fresh checker on the same batch.
-    record = dict(checker_of(queue, parent_id).item)
+    record = dict(checker.item)
     record.update(job_id=f"{checker_id}_again", status="PENDING", version=1, worker_id="none")
     record.pop("run_after", None)
     records.put_raw(make_client(env), env.jobs_table, record)
@@ -174,32 +173,38 @@ def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic)
     )
     fake.result_outcome(lambda cid: cid.endswith("global_groups"), "expired")
     fake.refuse(lambda cid: cid.endswith("layer0_0"))
-    fake.malformed_line()
-    parent_id = submit_narrative(env)
-    drain(env, queue, [parent_id])
-    checker_id = checker_of(queue, parent_id).job_id
-    drain(env, queue, [checker_id])
-    checker = queue.get(checker_id)
-    assert checker is not None and checker.status == "COMPLETED"
+    _, checker = narrate(env, queue)
+    assert checker.status == "COMPLETED"
     results = checker.job_results
-    assert results["errored"] == 1 and results["expired"] == 1 and results["refused"] == 1
-    assert results["malformed"] == 1
-    assert results["errors"]["batch_re_global_uncertainty"] == "overloaded_error"
-    assert results["errors"]["batch_re_global_groups"] == "expired"
+    assert (results["errored"], results["expired"], results["refused"], results["missing"]) == (1, 1, 1, 0)
+    assert results["errors"] == {
+        "batch_re_global_uncertainty": "overloaded_error",
+        "batch_re_global_groups": "expired",
+        "layer0_0": "refusal",
+    }
     total = len(json.loads(str(checker.item["section_map"])))
-    # the malformed line hid one result: it is reported missing, not silently dropped
-    assert results["stored"] + 3 + results["missing"] == total and results["missing"] == 1
+    assert results["stored"] == total - 3 and set(results["errors"]).isdisjoint(results["sections"])
+
+
+def test_malformed_line_is_counted_and_its_request_reported_missing(
+    env: Settings, fake: FakeAnthropic
+) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.malformed_line()
+    _, checker = narrate(env, queue)
+    assert checker.status == "COMPLETED"
+    results = checker.job_results
+    total = len(json.loads(str(checker.item["section_map"])))
+    # the malformed line hid one result: it is reported missing, never silently dropped
+    assert (results["malformed"], results["missing"], results["stored"]) == (1, 1, total - 1)
+    assert any(e.message.startswith("malformed result line skipped") for e in checker.logs)
 
 
 def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic) -> None:
     queue = JobQueue(make_client(env), env.jobs_table)
     fake.result_outcome(lambda cid: True, "errored", error_type="invalid_request_error")
-    parent_id = submit_narrative(env)
-    drain(env, queue, [parent_id])
-    checker_id = checker_of(queue, parent_id).job_id
-    drain(env, queue, [checker_id])
-    checker = queue.get(checker_id)
-    assert checker is not None and checker.status == "FAILED"
+    parent_id, checker = narrate(env, queue)
+    assert checker.status == "FAILED"
     assert checker.error_message and "no section stored" in checker.error_message
     parent = queue.get(parent_id)
     assert parent is not None and parent.job_results["narrative"]["stored"] == 0
@@ -208,12 +213,8 @@ def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic
 def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: FakeAnthropic) -> None:
     queue = JobQueue(make_client(env), env.jobs_table)
     fake.end_after_seconds = 1.5
-    parent_id = submit_narrative(env)
-    drain(env, queue, [parent_id])
-    checker_id = checker_of(queue, parent_id).job_id
-    drain(env, queue, [checker_id], timeout=30)
-    checker = queue.get(checker_id)
-    assert checker is not None and checker.status == "COMPLETED"
+    _, checker = narrate(env, queue)
+    assert checker.status == "COMPLETED"
     checks = int(checker.item["check_count"])
     assert checks >= 2, "checked while in progress, then again"
     assert checks <= 6, "delays grow: 0.1, 0.2, 0.4, 0.8 ... not a busy loop"
@@ -223,11 +224,8 @@ def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic
     queue = JobQueue(make_client(env), env.jobs_table)
     fake.fail_next(429, retry_after=0.1, path_contains="/v1/messages/batches/msgbatch")
     fake.fail_next(529, path_contains="/v1/messages/batches/msgbatch")
-    parent_id = submit_narrative(env)
-    drain(env, queue, [parent_id])
-    checker_id = checker_of(queue, parent_id).job_id
-    drain(env, queue, [checker_id])
-    assert queue.get(checker_id).status == "COMPLETED"  # type: ignore[union-attr]
+    _, checker = narrate(env, queue)
+    assert checker.status == "COMPLETED"
 
 
 def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fake: FakeAnthropic) -> None:

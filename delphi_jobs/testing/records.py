@@ -15,10 +15,10 @@ from delphi_jobs.dynamo import to_item
 from delphi_jobs.model import format_timestamp, utcnow
 
 
-def server_full_pipeline(zid: int | str, report_id: str | None = None, **changes: Any) -> dict[str, Any]:
-    now = format_timestamp(utcnow())
-    record: dict[str, Any] = {
-        "job_id": str(uuid.uuid4()),
+def _new_server_job(job_id: str, now: str) -> dict[str, Any]:
+    """The fields both server producers write for a new, unclaimed job."""
+    return {
+        "job_id": job_id,
         "status": "PENDING",
         "created_at": now,
         "updated_at": now,
@@ -26,6 +26,13 @@ def server_full_pipeline(zid: int | str, report_id: str | None = None, **changes
         "started_at": "",
         "completed_at": "",
         "worker_id": "none",
+    }
+
+
+def server_full_pipeline(zid: int | str, report_id: str | None = None, **changes: Any) -> dict[str, Any]:
+    now = format_timestamp(utcnow())
+    record: dict[str, Any] = {
+        **_new_server_job(str(uuid.uuid4()), now),
         "job_type": "FULL_PIPELINE",
         "priority": 50,
         "conversation_id": str(zid),
@@ -66,14 +73,7 @@ def server_narrative(
         "include_moderation": False,
     }
     record: dict[str, Any] = {
-        "job_id": job_id,
-        "status": "PENDING",
-        "created_at": now,
-        "updated_at": now,
-        "version": 1,
-        "started_at": "",
-        "completed_at": "",
-        "worker_id": "none",
+        **_new_server_job(job_id, now),
         "job_type": "CREATE_NARRATIVE_BATCH",
         "priority": 50,
         "conversation_id": str(zid),
