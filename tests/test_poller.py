@@ -294,3 +294,20 @@ def test_secrets_never_reach_logs_or_records(queue: JobQueue, moto_settings: Set
     )
     for secret in (secret_key, secret_password):
         assert secret not in output and secret not in item
+
+
+def test_scripts_job_poller_is_the_same_daemon(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
+    job_id = insert(queue, moto_settings, records.server_full_pipeline(1))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "job_poller.py"
+    env = poller_env(moto_settings, state)
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, str(script), "--interval", "0.1", "--max-workers", "2", "--exit-when-idle"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = queue.get(job_id)
+    assert job is not None and job.status == "COMPLETED"

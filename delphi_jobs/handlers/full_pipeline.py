@@ -15,6 +15,7 @@ a command that cannot be started, and invalid job records.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, St
 from delphi_jobs.model import FULL_PIPELINE, Job, JobValidationError
 from delphi_jobs.procgroup import run_group
 
+PROGRESS_LINE = re.compile(r"\[\s*(\d{1,3})%\]\s*(.+)$")
+"""A pipeline line like ``pipeline: [ 50%] computing topics`` is also recorded as the job's progress."""
 USAGE_ERROR = 2
 NOT_STARTED = 127
 TAIL_LINES = 8
@@ -74,6 +77,13 @@ class FullPipelineHandler:
             argv.append(f"--rid={report_id}")
         return argv
 
+    @staticmethod
+    def _output(ctx: JobContext, line: str) -> None:
+        ctx.log.info(line)
+        found = PROGRESS_LINE.search(line)
+        if found:
+            ctx.progress(found.group(2).strip(), min(1.0, int(found.group(1)) / 100))
+
     def run(self, ctx: JobContext) -> Outcome:
         job = ctx.job
         argv = self.command(job, ctx.settings.app_path, ctx.settings.pipeline_command)
@@ -88,7 +98,7 @@ class FullPipelineHandler:
             argv,
             env=env,
             timeout=job.timeout_seconds,
-            on_stdout=ctx.log.info,
+            on_stdout=lambda line: self._output(ctx, line),
             on_stderr=ctx.log.error,
             should_stop=ctx.cancellation.is_set,
             grace=ctx.settings.kill_grace_seconds,

@@ -1,0 +1,82 @@
+"""FULL_PIPELINE's command: the original mapping (DESIGN 2.6), the template override, progress lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from delphi_jobs.config import Settings
+from delphi_jobs.handlers.base import Cancellation, JobContext
+from delphi_jobs.handlers.full_pipeline import FullPipelineHandler
+from delphi_jobs.logs import JobLog
+from delphi_jobs.model import Job
+from delphi_jobs.testing import records
+
+
+def job(**changes: object) -> Job:
+    return Job.from_item(records.server_full_pipeline(36, "r_abc", **changes))
+
+
+def test_default_command_is_the_original_mapping() -> None:
+    argv = FullPipelineHandler().command(job(), "/app", None)
+    assert argv == [
+        sys.executable,
+        "/app/run_delphi.py",
+        "--zid=36",
+        "--include_moderation=False",
+        "--exclude_comment_selections=True",
+        "--rid=r_abc",
+    ]
+
+
+def test_booleans_from_strings_and_nested_config() -> None:
+    config = {
+        "stages": [{"stage": "X", "config": {"include_moderation": "true"}}],
+        "include_moderation": False,
+        "exclude_comment_selections": "False",
+    }
+    argv = FullPipelineHandler().command(job(job_config=json.dumps(config)), "/srv", None)
+    assert "--include_moderation=True" in argv and "--exclude_comment_selections=False" in argv
+
+
+def test_no_report_id_means_no_rid_flag() -> None:
+    record = records.server_full_pipeline(36)
+    del record["report_id"]
+    argv = FullPipelineHandler().command(Job.from_item(record), "/app", None)
+    assert not any(a.startswith("--rid") for a in argv)
+
+
+def test_template_is_split_like_a_shell_and_never_run_by_one() -> None:
+    template = "python -m delphi_jobs pipeline --zid {zid} --rid {report_id} --note 'job {job_id}; rm -rf /'"
+    argv = FullPipelineHandler().command(job(job_id="j-1"), "/app", template)
+    assert argv == [
+        "python",
+        "-m",
+        "delphi_jobs",
+        "pipeline",
+        "--zid",
+        "36",
+        "--rid",
+        "r_abc",
+        "--note",
+        "job j-1; rm -rf /",
+    ]
+
+
+def test_validation_names_the_field() -> None:
+    handler = FullPipelineHandler()
+    assert handler.validate(job()) == []
+    assert handler.validate(job(conversation_id="abc"))[0].startswith("conversation_id:")
+    bad = job(job_config=json.dumps({"include_moderation": "sometimes"}))
+    assert handler.validate(bad) == ["job_config.include_moderation: expected true or false, got 'sometimes'"]
+
+
+def test_progress_lines_become_job_progress() -> None:
+    ctx = JobContext(job(), Settings(), JobLog("j-1"), Cancellation(), lambda attrs: None)
+    FullPipelineHandler._output(ctx, "pipeline: [ 50%] computing topics")
+    FullPipelineHandler._output(ctx, "an ordinary line")
+    assert ctx.progress_snapshot() == {"stage": "computing topics", "fraction": 0.5, "message": ""}
+    assert [e.message for e in ctx.log.snapshot()] == [
+        "pipeline: [ 50%] computing topics",
+        "an ordinary line",
+    ]
