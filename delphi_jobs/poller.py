@@ -259,7 +259,7 @@ class Poller:
                 cancellation.set(StopReason.LEASE_LOST, "checkpoint write lost its fence")
                 raise LeaseLost(job.job_id)
 
-        ctx = JobContext(job, self.settings, job_log, cancellation, checkpoint)
+        ctx = JobContext(job, self.settings, job_log, cancellation, checkpoint, log)
         beat = _Heartbeat(queue, claim, self.settings.lease_seconds, ctx, log)
         beat.start()
         try:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from delphi_jobs.config import Settings
-from delphi_jobs.logs import JobLog
+from delphi_jobs.logs import JobLog, get_logger
 from delphi_jobs.model import Job
 
 
@@ -98,9 +98,12 @@ class JobContext:
     job: Job
     settings: Settings
     log: JobLog
+    """The job's own log: prefixed stdout lines and the ``logs`` attribute."""
     cancellation: Cancellation
     checkpoint: Callable[[Mapping[str, Any]], None]
     """Write attributes on the job now, fenced; raises LeaseLost when the job is no longer ours."""
+    logger: Any = field(default_factory=get_logger)
+    """Structured logger bound to job_id, job_type and worker_id, for operational events."""
     _progress: dict[str, Any] = field(default_factory=dict)
     _progress_lock: threading.Lock = field(default_factory=threading.Lock)
 
