@@ -17,7 +17,9 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-def make_client(settings: Settings, *, max_attempts: int = 5, read_timeout: float = 20.0) -> Any:
+def make_client(
+    settings: Settings, *, max_attempts: int = 5, read_timeout: float = 20.0, connect_timeout: float = 5.0
+) -> Any:
     """A low-level DynamoDB client. Local endpoints get dummy credentials when none are configured.
 
     Each worker thread builds its own client: boto3 clients are thread-safe, but one per worker keeps
@@ -27,7 +29,7 @@ def make_client(settings: Settings, *, max_attempts: int = 5, read_timeout: floa
     dummy = settings.is_local_endpoint and session.get_credentials() is None
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max(10, settings.max_workers * 2),
     )

@@ -59,7 +59,13 @@ def parse_timestamp(value: Any, field_name: str = "timestamp") -> datetime | Non
     if value is None:
         return None
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), UTC)
+        seconds = float(value)
+        if seconds > 1e11:  # epoch milliseconds (JavaScript's Date.now())
+            seconds /= 1000
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise JobValidationError(field_name, f"epoch number out of range: {value}") from None
     if not isinstance(value, str):
         raise JobValidationError(field_name, f"expected an ISO-8601 string, got {type(value).__name__}")
     text = value.strip()
@@ -70,7 +76,7 @@ def parse_timestamp(value: Any, field_name: str = "timestamp") -> datetime | Non
         normalised = normalised[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(normalised)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise JobValidationError(field_name, f"not an ISO-8601 timestamp: {value!r}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
@@ -175,6 +181,8 @@ class Job:
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     retry_count: int = 0
     max_retries: int = DEFAULT_MAX_RETRIES
+    reclaim_count: int = 0
+    """How often the job was taken over after its owner's lease ran out."""
     job_config: Mapping[str, Any] = field(default_factory=dict)
     job_results: Mapping[str, Any] = field(default_factory=dict)
     logs: tuple[LogEntry, ...] = ()
@@ -243,6 +251,7 @@ class Job:
             timeout_seconds=number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
             retry_count=number("retry_count", 0),
             max_retries=number("max_retries", DEFAULT_MAX_RETRIES),
+            reclaim_count=number("reclaim_count", 0),
             job_config=document("job_config"),
             job_results=document("job_results"),
             logs=attempt((), _parse_log_entries, logs_doc),

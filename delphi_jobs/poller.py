@@ -41,6 +41,8 @@ from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError, Status
 
 QueueFactory = Callable[[], JobQueue]
+MAX_RECLAIMS = 3
+"""A job whose owner died this many times is failed rather than run again (a poison job)."""
 
 
 def new_worker_id(index: int) -> str:
@@ -75,8 +77,9 @@ class Poller:
         self._max_jobs = max_jobs
         self._exit_when_idle = exit_when_idle
         self._queue_factory = queue_factory or (lambda: JobQueue(make_client(settings), settings.jobs_table))
+        self._beats = threading.local()
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # also taken by the signal handler, in the main thread
         self._running: dict[str, _Running] = {}
         self._reserved = 0
         self._signals = 0
@@ -198,7 +201,15 @@ class Poller:
                 if not any_candidates:
                     self._stopping.wait(self.settings.poll_interval)
                 continue
-            self.process(queue, claim)
+            try:
+                self.process(queue, claim)
+            except Exception as exc:
+                # The job stays PROCESSING without heartbeats: its lease runs out and it is reclaimed.
+                log.error(
+                    "could not complete a job run",
+                    job_id=claim.job.job_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
 
     def _idle(self) -> bool:
         with self._lock:
@@ -239,6 +250,16 @@ class Poller:
             with self._lock:
                 self._running.pop(job.job_id, None)
 
+    def _heartbeat_queue(self) -> JobQueue:
+        """Per worker thread, a client whose calls cannot outlast a sixth of the lease: a heartbeat
+        stuck in retries must not let the lease run out while the job keeps running (defect 2)."""
+        queue: JobQueue | None = getattr(self._beats, "queue", None)
+        if queue is None:
+            budget = max(0.5, self.settings.lease_seconds / 6)
+            client = make_client(self.settings, max_attempts=2, read_timeout=budget, connect_timeout=budget)
+            queue = self._beats.queue = JobQueue(client, self.settings.jobs_table)
+        return queue
+
     def _run_handler(
         self, queue: JobQueue, claim: Claim, job_log: JobLog, cancellation: Cancellation, log: Any
     ) -> Outcome:
@@ -249,18 +270,25 @@ class Poller:
         problems = list(job.problems) or handler.validate(job)
         if problems:
             return Failed("invalid job, not run: " + "; ".join(problems))
+        if claim.reclaimed and job.reclaim_count > MAX_RECLAIMS:
+            return Failed(
+                f"abandoned {job.reclaim_count} times by workers that died or stalled while running it "
+                "(a job that kills its poller, e.g. by running out of memory?); not run again"
+            )
         if job.cancel_requested:
             cancellation.set(StopReason.CANCEL, job.cancel_requested)
         elif job.pause_requested:
             cancellation.set(StopReason.PAUSE, job.pause_requested)
 
         def checkpoint(attributes: Mapping[str, Any]) -> None:
+            attempted = time.monotonic()
             if queue.heartbeat(claim, self.settings.lease_seconds, attributes=attributes) is None:
                 cancellation.set(StopReason.LEASE_LOST, "checkpoint write lost its fence")
                 raise LeaseLost(job.job_id)
+            cancellation.renewed(attempted + self.settings.lease_seconds * 2 / 3)
 
         ctx = JobContext(job, self.settings, job_log, cancellation, checkpoint, log)
-        beat = _Heartbeat(queue, claim, self.settings.lease_seconds, ctx, log)
+        beat = _Heartbeat(self._heartbeat_queue(), claim, self.settings.lease_seconds, ctx, log)
         beat.start()
         try:
             return handler.run(ctx)
@@ -282,7 +310,7 @@ class Poller:
         log: Any,
     ) -> str | None:
         reason = cancellation.reason
-        if reason == StopReason.LEASE_LOST:
+        if reason == StopReason.LEASE_LOST and isinstance(outcome, Stopped):
             log.warning("lease lost: the job belongs to another worker now; writing nothing")
             return None
         status: str | None
@@ -368,9 +396,12 @@ class _Heartbeat:
         self._thread.join(timeout=self._lease)
 
     def _loop(self) -> None:
-        last_ok = time.monotonic()
+        """Each renewal lets the job run 2/3 of a lease further; the remaining third covers the kill
+        grace, so the job is gone before another worker can reclaim it (see Cancellation)."""
         cancellation = self._ctx.cancellation
+        cancellation.renewed(time.monotonic() + self._lease * 2 / 3)
         while not self._stop.wait(self._lease / 3):
+            attempted = time.monotonic()
             try:
                 fresh = self._queue.heartbeat(
                     self._claim,
@@ -380,14 +411,13 @@ class _Heartbeat:
                 )
             except Exception as exc:
                 self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
-                if time.monotonic() - last_ok > self._lease:
-                    cancellation.set(StopReason.LEASE_LOST, "heartbeats failed for a whole lease")
+                if cancellation.is_set():
                     return
                 continue
             if fresh is None:
                 cancellation.set(StopReason.LEASE_LOST, "heartbeat lost its fence")
                 return
-            last_ok = time.monotonic()
+            cancellation.renewed(attempted + self._lease * 2 / 3)
             if fresh.cancel_requested:
                 cancellation.set(StopReason.CANCEL, fresh.cancel_requested)
             elif fresh.pause_requested:

@@ -22,11 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from delphi_jobs.dynamo import Expression, from_item, is_condition_failure, to_item, to_value
+from delphi_jobs.logs import get_logger
 from delphi_jobs.model import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
     UNCLAIMED_WORKER,
     Job,
+    JobValidationError,
     LogEntry,
     encode_json,
     encode_logs,
@@ -37,6 +39,7 @@ from delphi_jobs.states import TRANSITIONS, Guard, InvalidStateError, Status, tr
 from delphi_jobs.tables import STATUS_CREATED_INDEX
 
 Clock = Callable[[], datetime]
+_log = get_logger(component="queue")
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
@@ -149,8 +152,11 @@ class JobQueue:
             for raw in response.get("Items", []):
                 try:
                     jobs.append(Job.from_item(from_item(raw)))
-                except ValueError:
-                    continue  # no usable job_id: it cannot be claimed; operators find it with `inspect`
+                except JobValidationError:
+                    # Without a job_id a record cannot be claimed, failed or even named: log and skip.
+                    _log.error(
+                        "skipping a job record without a usable job_id", status=status, item_keys=sorted(raw)
+                    )
             key = response.get("LastEvaluatedKey")
             read.append(JobQueue._Page(jobs, key))
             if key is None:
@@ -244,6 +250,8 @@ class JobQueue:
                 "version": version,
             }
         )
+        if found.name == "reclaim":
+            expr.set("reclaim_count", job.reclaim_count + 1)
         expr.remove("run_after", "next_check_at")
         item = self._update(job.job_id, expr, return_values=True)
         if item is None:
@@ -318,7 +326,7 @@ class JobQueue:
         except Exception as exc:
             reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False  # the fence: someone else owns the parent now
+                return self._landed(claim, status)  # the fence, or our own lost-response retry
             if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]):
                 raise JobExists(", ".join(str(c.get("job_id")) for c in children)) from exc
             raise
@@ -401,7 +409,9 @@ class JobQueue:
         remove: tuple[str, ...],
     ) -> Expression:
         expr = self._fenced(claim)
-        expr.set_many({**(attributes or {}), **sets, "version": claim.version + 1})
+        expr.set_many(
+            {**(attributes or {}), **sets, "version": claim.version + 1, "updated_by": claim.worker_id}
+        )
         if logs is not None:
             expr.set("logs", encode_logs(logs))
         expr.remove("lock_expires_at", *remove)
@@ -416,7 +426,21 @@ class JobQueue:
         remove: tuple[str, ...] = (),
     ) -> bool:
         expr = self._owner_expression(claim, sets, logs, attributes, remove)
-        return self._update(claim.job.job_id, expr, return_values=False) is not None
+        if self._update(claim.job.job_id, expr, return_values=False) is not None:
+            return True
+        return self._landed(claim, Status(sets["status"]))
+
+    def _landed(self, claim: Claim, status: Status) -> bool:
+        """Did our write apply although its condition failed? botocore retries a write whose response
+        was lost; the retry then fails our own fence. Only this worker can move the job from the
+        claimed version to the next one and sign it ``updated_by``."""
+        current = self.get(claim.job.job_id)
+        return (
+            current is not None
+            and current.version == claim.version + 1
+            and current.item.get("updated_by") == claim.worker_id
+            and current.status == status
+        )
 
     def merge_results(self, job_id: str, updates: Mapping[str, Any]) -> bool:
         """Merge keys into another job's ``job_results`` (a checker reporting to its parent).
@@ -442,6 +466,10 @@ class JobQueue:
         """Cancel now (PENDING, PAUSED) or ask the owner or checker to (PROCESSING, AWAITING_RECHECK)."""
 
         def act(job: Job) -> OperatorResult | None:
+            if job.status == Status.PENDING and job.batch_id:
+                # It owns a paid batch: its handler must cancel that too. Ask it, and make it due now.
+                ok = self._request(job, {"cancel_requested": reason, "run_after": None})
+                return OperatorResult(job_id, "cancel", job.status, requested=True) if ok else None
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}

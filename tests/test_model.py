@@ -192,3 +192,10 @@ def test_json_round_trip_and_log_cap() -> None:
     entries = [LogEntry(f"t{i}", "INFO", f"line {i}") for i in range(80)]
     kept = json.loads(encode_logs(entries))["entries"]
     assert len(kept) == 50 and kept[0]["message"] == "line 30" and kept[-1]["message"] == "line 79"
+
+
+def test_epoch_numbers_are_parsed_or_named_never_raised() -> None:
+    assert format_timestamp(parse_timestamp(Decimal("1767225600"))) == "2026-01-01T00:00:00.000Z"  # type: ignore[arg-type]
+    assert format_timestamp(parse_timestamp(Decimal("1767225600123"))) == "2026-01-01T00:00:00.123Z"  # type: ignore[arg-type]
+    job = Job.from_item({"job_id": "j", "run_after": Decimal("1e30"), "created_at": "9999-99-99"})
+    assert [p.split(":")[0] for p in job.problems] == ["created_at", "run_after"]

@@ -18,6 +18,8 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Recheck, Stopped, StopReason
 from delphi_jobs.handlers.narrative_services import GIVE_UP_HOURS, NarrativeServices, stored_section_map
 from delphi_jobs.model import AWAITING_NARRATIVE_BATCH, Job, JobValidationError, format_timestamp, utcnow
@@ -64,6 +66,8 @@ class AwaitingNarrativeBatchHandler:
             age = utcnow() - info.created_at
             if age > timedelta(hours=GIVE_UP_HOURS):
                 return Failed(f"gave up: batch {batch_id} still {status} {age} after its creation")
+            if ctx.cancellation.reason == StopReason.CANCEL:  # asked while we were looking
+                return self._cancel_batch(ctx, client, batch_id)
             delay = self._services.recheck_delay(checks)
             return Recheck(
                 utcnow() + timedelta(seconds=delay),
@@ -121,6 +125,13 @@ class AwaitingNarrativeBatchHandler:
                     ctx.progress("results", n / total)
         except BatchApiError as exc:
             return self._api_trouble(ctx, exc, int(job.item.get("check_count") or 0))
+        except (BotoCoreError, ClientError) as exc:
+            # Storing is idempotent (fixed timestamp per batch): try the whole batch again later.
+            ctx.log.warning(f"storing results failed ({type(exc).__name__}: {exc}); checking again later")
+            return Recheck(
+                utcnow() + timedelta(seconds=self._services.recheck_delay(0)),
+                attributes={"check_count": int(job.item.get("check_count") or 0) + 1},
+            )
         missing = sorted(set(section_map) - seen)
         if missing:
             counts["missing"] = len(missing)
@@ -135,6 +146,7 @@ class AwaitingNarrativeBatchHandler:
             "refused": counts["refused"],
             "malformed": counts["malformed"],
             "missing": counts["missing"],
+            "foreign": counts["foreign"],
             "sections": sorted(stored),
             "errors": errors,
             "timestamp": timestamp,
@@ -166,6 +178,11 @@ class AwaitingNarrativeBatchHandler:
         if line.malformed:
             counts["malformed"] += 1
             ctx.log.warning(f"malformed result line skipped: {line.malformed}")
+            return None
+        if section_map and line.custom_id not in section_map:
+            # Not one of our requests: an adopted batch that was someone else's. Never store it.
+            counts["foreign"] += 1
+            ctx.log.warning(f"result {line.custom_id!r} is not a request of this report; not stored")
             return None
         section = section_map.get(line.custom_id) or line.custom_id.removeprefix(f"{zid}_")
         if line.type == "succeeded" and line.stop_reason == "refusal":
@@ -209,5 +226,5 @@ def _is_json(text: str) -> bool:
 
 
 def _count_text(summary: dict[str, Any]) -> str:
-    keys = ("stored", "errored", "expired", "canceled", "refused", "malformed", "missing")
+    keys = ("stored", "errored", "expired", "canceled", "refused", "malformed", "missing", "foreign")
     return ", ".join(f"{summary[k]} {k}" for k in keys if summary[k])

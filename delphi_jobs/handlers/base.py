@@ -4,6 +4,7 @@ the poller turns the outcome into the one fenced write that ends the run."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,13 +23,26 @@ class StopReason:
 
 
 class Cancellation:
-    """Set by the poller (cancel or pause request, lost lease, shutdown); polled by handlers."""
+    """Set by the poller (cancel or pause request, lost lease, shutdown); polled by handlers.
+
+    It also carries the lease deadline: past it, the flag reads as set (LEASE_LOST) without anyone
+    having to set it, so a handler stops in time even while a heartbeat call hangs (defect 2).
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._reason: str | None = None
         self._detail = ""
         self._lock = threading.Lock()
+        self._deadline: float | None = None
+
+    def renewed(self, deadline: float) -> None:
+        """The lease was renewed: the job may run until ``deadline`` (``time.monotonic()``)."""
+        self._deadline = deadline
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self.set(StopReason.LEASE_LOST, "no lease renewal for 2/3 of the lease")
 
     def set(self, reason: str, detail: str = "") -> None:
         with self._lock:
@@ -45,11 +59,19 @@ class Cancellation:
         return self._detail
 
     def is_set(self) -> bool:
+        self._check_deadline()
         return self._event.is_set()
 
     def wait(self, seconds: float) -> bool:
         """Sleep that wakes up when the job must stop; True if it must."""
-        return self._event.wait(seconds)
+        end = time.monotonic() + seconds
+        while not self.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            limit = left if self._deadline is None else min(left, max(0.0, self._deadline - time.monotonic()))
+            self._event.wait(limit + 0.001)
+        return True
 
 
 class LeaseLost(Exception):

@@ -18,7 +18,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Stopped
+from delphi_jobs.handlers.base import Completed, Failed, JobContext, LeaseLost, Outcome, Stopped
 from delphi_jobs.handlers.narrative_services import NarrativeServices, stored_section_map
 from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
@@ -119,9 +119,14 @@ class CreateNarrativeBatchHandler:
             return None
         marker = json.loads(str(marker_raw))
         started = parse_timestamp(marker.get("started_at"), "batch_submission.started_at") or utcnow()
-        candidates = [
-            b for b in client.created_since(started - RECOVERY_SLACK) if b.total_requests == request_count
-        ]
+        recent, complete = client.created_since(started - RECOVERY_SLACK)
+        candidates = [b for b in recent if b.total_requests == request_count]
+        if not complete:
+            raise AmbiguousSubmission(
+                f"an earlier submission was interrupted and more batches were created since "
+                f"{format_timestamp(started)} than can be checked; not submitting another. Set batch_id on "
+                "this job to adopt the right one, or remove batch_submission to submit anew"
+            )
         if not candidates:
             ctx.log.warning("an earlier submission was interrupted before creating a batch; submitting again")
             return None
@@ -150,8 +155,16 @@ class CreateNarrativeBatchHandler:
         ctx.checkpoint({"batch_submission": encode_json(marker), "section_map": encode_json(section_map)})
         ctx.progress("submit", 0.0, f"submitting {len(requests)} requests to model {model}")
         info = client.create(requests)
-        ctx.checkpoint({"batch_id": info.id, "model": model})
         ctx.log.info(f"submitted batch {info.id} with {len(requests)} requests")
+        try:
+            ctx.checkpoint({"batch_id": info.id, "model": model})
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            # The hand-over transaction writes batch_id too; failing here would strand a paid batch.
+            ctx.log.warning(
+                f"could not record batch_id before the hand-over ({type(exc).__name__}); going on"
+            )
         return info.id
 
     def _hand_over(self, ctx: JobContext, batch_id: str, model: str, section_map: dict[str, str]) -> Outcome:

@@ -85,6 +85,8 @@ class FullPipelineHandler:
             ctx.progress(found.group(2).strip(), min(1.0, int(found.group(1)) / 100))
 
     def run(self, ctx: JobContext) -> Outcome:
+        if ctx.cancellation.is_set():  # e.g. a cancel requested before a shutdown handed the job back
+            return Stopped("stopped before starting")
         job = ctx.job
         argv = self.command(job, ctx.settings.app_path, ctx.settings.pipeline_command)
         env = {

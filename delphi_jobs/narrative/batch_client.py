@@ -143,9 +143,9 @@ class BatchClient:
     def cancel(self, batch_id: str) -> BatchInfo:
         return _info(self._call("cancel batch", self._client.messages.batches.cancel, batch_id))
 
-    def created_since(self, moment: datetime, *, limit: int = 1000) -> list[BatchInfo]:
-        """Batches created at or after ``moment`` (newest first): to find a batch whose create
-        response was lost."""
+    def created_since(self, moment: datetime, *, limit: int = 1000) -> tuple[list[BatchInfo], bool]:
+        """Batches created at or after ``moment`` (newest first), to find a batch whose create
+        response was lost; the flag is False when ``limit`` cut the list short."""
         found: list[BatchInfo] = []
         after: str | None = None
         while len(found) < limit:
@@ -156,12 +156,12 @@ class BatchClient:
             batches = [_info(b) for b in page.data]
             for batch in batches:
                 if batch.created_at < moment:
-                    return found
+                    return found, True
                 found.append(batch)
             if not page.has_more or not batches:
-                return found
+                return found, True
             after = page.last_id
-        return found
+        return found, False
 
     def results(self, batch_id: str) -> Iterator[ResultLine]:
         """Stream and parse the results; the response is closed however the caller stops."""
