@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import psycopg2
 import pytest
 
@@ -280,8 +281,6 @@ def due_now(env: Settings, job_id: str) -> None:
 
 
 def sdk_batch(fake: FakeAnthropic, requests: int) -> str:
-    import anthropic
-
     sdk = anthropic.Anthropic(api_key="test-key", base_url=fake.base_url)
     params = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     batch = sdk.messages.batches.create(
@@ -438,3 +437,45 @@ def test_stream_cut_between_results_is_finished_later_without_duplicates(
     items = list(NarrativeReportStore(make_client(env), env.reports_table).items_for_report(REPORT))
     keys = [i["rid_section_model"] for i in items]
     assert len(keys) == len(set(keys)) == done.job_results["stored"]
+
+
+def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, fake: FakeAnthropic) -> None:
+    """Recovery adopted a batch of the same size that was someone else's: its results do not match our
+    section map, so nothing is stored under our report and the checker fails, saying why."""
+    queue = JobQueue(make_client(env), env.jobs_table)
+    probe_id, _ = narrate(env, queue)
+    probe = queue.get(probe_id)
+    assert probe is not None
+    requests = len(json.loads(str(probe.item["section_map"])))
+    anthropic.Anthropic(api_key="test-key", base_url=fake.base_url).messages.batches.delete(
+        str(probe.batch_id)
+    )
+    store = NarrativeReportStore(make_client(env), env.reports_table)
+    before = len(list(store.items_for_report(REPORT)))
+
+    parent_id = submit_narrative(env)
+    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": requests})
+    foreign = sdk_batch(fake, requests)
+    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    drain(env, queue, [parent_id])
+    parent = queue.get(parent_id)
+    assert parent is not None and parent.batch_id == foreign
+    checker = checker_of(queue, parent_id)
+    drain(env, queue, [checker.job_id])
+    checker = checker_of(queue, parent_id)
+    assert checker.status == "FAILED" and checker.job_results["foreign"] == requests
+    assert len(list(store.items_for_report(REPORT))) == before
+
+
+def test_cancel_pending_checker_cancels_its_batch(env: Settings, fake: FakeAnthropic) -> None:
+    queue = JobQueue(make_client(env), env.jobs_table)
+    fake.end_after_seconds = 60
+    parent_id = submit_narrative(env)
+    drain(env, queue, [parent_id])
+    checker = checker_of(queue, parent_id)
+    assert checker.status == "PENDING"
+    assert queue.cancel(checker.job_id, "wrong report").requested
+    drain(env, queue, [checker.job_id])
+    done = queue.get(checker.job_id)
+    assert done is not None and done.status == "CANCELLED"
+    assert fake.batches[str(checker.batch_id)].processing_status in ("canceling", "ended")
