@@ -40,6 +40,11 @@ def start_poller(env: dict[str, str], *flags: str, log: Path | None = None) -> s
     return subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
 
 
+def run_command(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end (at most a minute), capturing its output as text."""
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

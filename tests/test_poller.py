@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.testing import records
-from tests.pollers import alive, pids, poller_env, runs, start_poller, wait_for
+from tests.pollers import alive, pids, poller_env, run_command, runs, start_poller, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -256,25 +255,11 @@ def test_cancel_running_job(queue: JobQueue, moto_settings: Settings, state: Pat
 def test_run_job_traces_one_job(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
     job_id = insert(queue, moto_settings, records.server_full_pipeline(1))
     env = poller_env(moto_settings, state)
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "delphi_jobs", "run-job", job_id, "--log-format", "console"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_command(env, sys.executable, "-m", "delphi_jobs", "run-job", job_id, "--log-format", "console")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"[DELPHI JOB {job_id[:8]}] INFO: step 2 of zid 1" in done.stdout
     assert f"job {job_id}: COMPLETED" in done.stdout
-    again = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "delphi_jobs", "run-job", job_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = run_command(env, sys.executable, "-m", "delphi_jobs", "run-job", job_id)
     assert again.returncode == 1 and "not claimable now (status COMPLETED" in again.stderr
 
 
@@ -300,13 +285,8 @@ def test_scripts_job_poller_is_the_same_daemon(queue: JobQueue, moto_settings: S
     job_id = insert(queue, moto_settings, records.server_full_pipeline(1))
     script = Path(__file__).resolve().parents[1] / "scripts" / "job_poller.py"
     env = poller_env(moto_settings, state)
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, str(script), "--interval", "0.1", "--max-workers", "2", "--exit-when-idle"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_command(
+        env, sys.executable, str(script), "--interval", "0.1", "--max-workers", "2", "--exit-when-idle"
     )
     assert done.returncode == 0, done.stdout + done.stderr
     job = queue.get(job_id)
