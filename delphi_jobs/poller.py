@@ -267,7 +267,11 @@ class Poller:
         handler = self.registry.get(job.job_type)
         if handler is None:
             return Failed(self.registry.unknown_message(job.job_type))
-        problems = list(job.problems) or handler.validate(job)
+        try:
+            problems = list(job.problems) or handler.validate(job)
+        except Exception as exc:
+            log.exception("validation raised")
+            return Failed(f"internal error validating the job: {type(exc).__name__}: {exc}")
         if problems:
             return Failed("invalid job, not run: " + "; ".join(problems))
         if claim.reclaimed and job.reclaim_count > MAX_RECLAIMS:
