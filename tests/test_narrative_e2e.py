@@ -18,6 +18,7 @@ import pytest
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import default_registry
+from delphi_jobs.handlers.narrative_services import NarrativeServices
 from delphi_jobs.model import Job, encode_json, format_timestamp, utcnow
 from delphi_jobs.narrative.fake_anthropic import FakeAnthropic
 from delphi_jobs.pipeline.run import run_pipeline
@@ -479,3 +480,19 @@ def test_cancel_pending_checker_cancels_its_batch(env: Settings, fake: FakeAnthr
     done = queue.get(checker.job_id)
     assert done is not None and done.status == "CANCELLED"
     assert fake.batches[str(checker.batch_id)].processing_status in ("canceling", "ended")
+
+
+def test_checker_gives_up_after_30_hours(env: Settings) -> None:
+    """A batch still in progress 31 hours after its creation ends the checker FAILED."""
+    day_and_more = 31 * 3600
+    with FakeAnthropic(end_after_seconds=48 * 3600, clock=lambda: time.time() - day_and_more) as old:
+        settings = dataclasses.replace(env, anthropic_base_url=old.base_url)
+        queue = JobQueue(make_client(settings), settings.jobs_table)
+        _, checker = narrate(settings, queue)
+    assert checker.status == "FAILED"
+    assert "gave up" in str(checker.error_message) and "in_progress" in str(checker.error_message)
+
+
+def test_recheck_delay_grows_to_ten_minutes(env: Settings) -> None:
+    services = NarrativeServices.from_settings(dataclasses.replace(env, batch_recheck_seconds=60))
+    assert [services.recheck_delay(n) for n in range(6)] == [60, 120, 240, 480, 600, 600]
