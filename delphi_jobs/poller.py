@@ -317,6 +317,11 @@ class Poller:
         if reason == StopReason.LEASE_LOST and isinstance(outcome, Stopped):
             log.warning("lease lost: the job belongs to another worker now; writing nothing")
             return None
+        if isinstance(outcome, Completed | Failed):
+            # Before the final write: if we die in between, the re-run writes the same notes again.
+            for other_id, keys in outcome.annotate:
+                if not queue.merge_results(other_id, keys):
+                    log.warning("could not annotate a related job: it does not exist", related_job=other_id)
         status: str | None
         if isinstance(outcome, Stopped):
             if reason == StopReason.CANCEL:
@@ -370,10 +375,6 @@ class Poller:
         if status is None:
             log.warning("outcome not written: the job changed hands first", outcome=type(outcome).__name__)
             return None
-        if isinstance(outcome, Completed | Failed):
-            for other_id, keys in outcome.annotate:
-                if not queue.merge_results(other_id, keys):
-                    log.warning("could not annotate a related job: it does not exist", related_job=other_id)
         log.info("job finished", status=str(status))
         return str(status)
 

@@ -146,8 +146,9 @@ def test_malformed_job_config_fails_naming_it(queue: JobQueue, moto_settings: Se
 def test_several_pollers_run_every_job_exactly_once(
     queue: JobQueue, moto_settings: Settings, state: Path
 ) -> None:
-    job_ids = [insert(queue, moto_settings, records.server_full_pipeline(1)) for _ in range(24)]
-    env = poller_env(moto_settings, state)
+    # Jobs that take a moment, so one poller cannot finish them all before the others have started.
+    job_ids = [insert(queue, moto_settings, records.server_full_pipeline(5)) for _ in range(24)]
+    env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="0.5")
     procs = [
         start_poller(env, "--exit-when-idle", "--max-workers", "2", log=state / f"p{i}.log") for i in range(3)
     ]
