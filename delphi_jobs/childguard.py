@@ -1,10 +1,11 @@
 """Runs a job's command so that it never outlives the poller (defects 2 and 3).
 
 Started by the poller as ``python -m delphi_jobs.childguard POLLER_PID -- ARGV...`` in a new session.
-It asks Linux to send it SIGTERM when the poller dies (parent-death signal), then starts ARGV in its
-own process group. On SIGTERM (poller death, timeout, cancellation) it stops the whole group,
-grandchildren included: SIGTERM, a grace period, SIGKILL. Without it a ``kill -9`` of the poller
-would leave the pipeline running while another poller runs the same job again.
+It asks Linux to send it SIGTERM when the poller dies (parent-death signal) and to adopt every orphan
+below it (child subreaper), then starts ARGV. On SIGTERM (poller death, timeout, cancellation), and
+when ARGV exits, it stops everything below it, even a grandchild that left the process group with
+``setsid``: SIGTERM, a grace period, then SIGKILL until nothing is left. Without it a ``kill -9`` of
+the poller would leave the pipeline running while another poller runs the same job again.
 """
 
 from __future__ import annotations
@@ -19,27 +20,66 @@ import time
 from types import FrameType
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 GRACE_ENV = "DELPHI_KILL_GRACE_SECONDS"
 
 
-def _set_parent_death_signal(sig: int) -> None:
+def _prctl(option: int, value: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if libc.prctl(option, value, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
-def stop_group(pgid: int, grace: float, alive: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM to the group, wait up to ``grace`` for ``alive`` to exit, then SIGKILL the group."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root``, from /proc (a subreaper's orphans included)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # zombies are dead already; reaping removes them
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def sweep(grace: float) -> None:
+    """SIGTERM everything below this process, wait up to ``grace``, then SIGKILL until none is left."""
+    me = os.getpid()
+    _signal_all(descendants(me), signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while alive is not None and alive.poll() is None and time.monotonic() < deadline:
+    while descendants(me) and time.monotonic() < deadline:
+        _reap()
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    for _ in range(100):
+        left = descendants(me)
+        if not left:
+            return
+        _signal_all(left, signal.SIGKILL)
+        time.sleep(0.02)
+        _reap()
 
 
 def main(argv: list[str]) -> int:
@@ -47,17 +87,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m delphi_jobs.childguard POLLER_PID -- COMMAND [ARG...]", file=sys.stderr)
         return 2
     poller_pid, command = int(argv[0]), argv[2:]
-    _set_parent_death_signal(signal.SIGTERM)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != poller_pid:  # the poller died before the death signal was armed
         return 143
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     grace = float(os.environ.get(GRACE_ENV, "10"))
-    own_group = os.getpgid(0)
-    child: subprocess.Popen[bytes] | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        # The guard itself ignores the SIGTERM it sends to its own group.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_group(own_group, grace, child)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        sweep(grace)
         os._exit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -68,6 +107,7 @@ def main(argv: list[str]) -> int:
         print(f"cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr)
         return 127
     code = child.wait()
+    sweep(0)  # whatever the command left behind, inside its group or not
     return 128 - code if code < 0 else code
 
 

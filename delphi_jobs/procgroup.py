@@ -6,7 +6,9 @@ command exits (stragglers that kept a pipe open), so no grandchild survives its 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from delphi_jobs.childguard import GRACE_ENV, stop_group
+from delphi_jobs.childguard import GRACE_ENV
+
+GUARD_MARGIN = 5.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class ProcessResult:
     timed_out: bool
     stopped: bool
     duration: float
+
+
+def stop_group(pgid: int, grace: float, alive: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM to the group, wait up to ``grace`` for ``alive`` to exit, then SIGKILL the group."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while alive is not None and alive.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _pump(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
@@ -71,7 +88,8 @@ def run_group(
         elif should_stop():
             stopped = True
         if timed_out or stopped:
-            stop_group(proc.pid, grace, proc)
+            # The guard sweeps its whole tree within ``grace``; SIGKILL of its group is the fallback.
+            stop_group(proc.pid, grace + GUARD_MARGIN, proc)
             proc.wait()
             break
         time.sleep(0.1)

@@ -108,6 +108,21 @@ def test_timeout_stops_the_whole_process_group(queue: JobQueue, moto_settings: S
     assert not any(alive(pid) for pid in children), "no process of the group survives"
 
 
+def test_escaped_grandchildren_die_with_their_job(
+    queue: JobQueue, moto_settings: Settings, state: Path
+) -> None:
+    """Grandchildren that left the process group (setsid) are swept too: on timeout and on success."""
+    hung = insert(queue, moto_settings, records.server_full_pipeline(6, timeout_seconds=2))
+    finished = insert(queue, moto_settings, records.server_full_pipeline(7))
+    run_until_idle(moto_settings, state)
+    assert queue.get(hung).status == "FAILED"  # type: ignore[union-attr]
+    assert queue.get(finished).status == "COMPLETED"  # type: ignore[union-attr]
+    for job_id in (hung, finished):
+        children = pids(state, job_id)
+        assert len(children) == 2
+        wait_for(lambda c=children: not any(alive(p) for p in c), 5, f"the processes of {job_id} to be gone")
+
+
 def test_unknown_job_type_fails_unrun(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
     job_id = insert(queue, moto_settings, records.server_full_pipeline(1, job_type="DELETE_EVERYTHING"))
     run_until_idle(moto_settings, state)

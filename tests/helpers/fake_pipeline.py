@@ -1,7 +1,8 @@
 """A stand-in for run_delphi.py whose behaviour is chosen by the zid, for poller tests.
 
 zid 1: three lines, exit 0 | 2: usage error, exit 2 | 3: error output, exit 3 |
-4: starts a grandchild and hangs (timeouts) | 5: starts a grandchild, works FAKE_PIPELINE_SLEEP s, exit 0.
+4: starts a grandchild and hangs (timeouts) | 5: starts a grandchild, works FAKE_PIPELINE_SLEEP s, exit 0 |
+6: starts a grandchild in a session of its own (escaping the process group) and hangs | 7: the same, exit 0.
 Every run appends "start PID" / "done PID" to STATE/JOB_ID.runs and child pids to STATE/JOB_ID.pids.
 """
 
@@ -43,9 +44,16 @@ def main() -> int:
         print("connecting to database", flush=True)
         print("psycopg2.OperationalError: server closed the connection", file=sys.stderr, flush=True)
         return 3
-    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
+    escape = args.zid in (6, 7)
+    grandchild = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(1000)"], start_new_session=escape
+    )
     note(pids, str(grandchild.pid))
-    if args.zid == 4:
+    if args.zid == 7:
+        print("leaving a daemon behind", flush=True)
+        note(runs, f"done {os.getpid()}")
+        return 0
+    if args.zid in (4, 6):
         print("working forever", flush=True)
         time.sleep(1000)
         return 0
