@@ -520,6 +520,7 @@ class JobQueue:
             sets = {
                 "worker_id": UNCLAIMED_WORKER,
                 "retry_count": 0,
+                "reclaim_count": 0,
                 "started_at": "",
                 "completed_at": "",
                 "error_message": None,

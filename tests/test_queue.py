@@ -122,6 +122,7 @@ def test_finish_failed_records_error(queue: JobQueue, client: Any, settings: Set
     assert queue.retry("f2").status == Status.PENDING
     item = raw(client, settings, "f2")
     assert item["status"] == "PENDING" and item["retry_count"] == 0 and "error_message" not in item
+    assert item["reclaim_count"] == 0
 
 
 def test_release_hands_back_without_consuming_an_attempt(
