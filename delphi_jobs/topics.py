@@ -99,7 +99,10 @@ class TopicStore:
         )
 
     def replace(self, conversation_id: str, data: TopicData) -> None:
-        """Replace a conversation's topic rows (a pipeline re-run must not leave stale topics)."""
+        """Replace a conversation's topic rows (a pipeline re-run must not leave stale topics).
+
+        New rows are written first and only keys that are not among them are deleted afterwards, so a
+        narrative job reading meanwhile sees old or new topics, never none."""
         tables = {
             self._settings.cluster_assignments_table: (
                 "comment_id",
@@ -108,17 +111,17 @@ class TopicStore:
             self._settings.topic_names_table: ("topic_key", _name_items(conversation_id, data)),
             self._settings.structure_keywords_table: ("cluster_key", _keyword_items(conversation_id, data)),
         }
-        for table, (range_key, items) in tables.items():
+        for table, (range_key, rows) in tables.items():
+            items = list(rows)
+            keep = {item[range_key] for item in items}
+            existing = [i[range_key] for i in self._query(table, conversation_id)]
+            self._batch_write(table, [{"PutRequest": {"Item": to_item(item)}} for item in items])
             stale = [
-                {
-                    "DeleteRequest": {
-                        "Key": to_item({"conversation_id": conversation_id, range_key: i[range_key]})
-                    }
-                }
-                for i in self._query(table, conversation_id)
+                {"DeleteRequest": {"Key": to_item({"conversation_id": conversation_id, range_key: key})}}
+                for key in existing
+                if key not in keep
             ]
             self._batch_write(table, stale)
-            self._batch_write(table, [{"PutRequest": {"Item": to_item(item)}} for item in items])
 
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
         for start in range(0, len(requests), 25):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -265,6 +266,22 @@ def test_global_names_keep_their_well_known_form_when_a_topic_collides() -> None
     assert by_title["Where the opinion groups differ"].name == "batch_re_global_groups"
     assert by_title["Impostor"].name.startswith("batch_re_global_groups_")
     assert len(set(plan.section_map.values())) == 3
+
+
+def test_a_topic_never_takes_the_name_of_an_empty_global() -> None:
+    comments = [comment(1, (5, 0, 0), extremity=0.1)]  # no divisive comment: no groups section
+    names = [TopicName("batch_re_global_groups", "Impostor", layer_id=0, cluster_id=0)]
+    plan = plan_sections(conversation(comments), topics(names, {1: (0,)}), JOB_ID)
+    assert "batch_re_global_groups" in plan.skipped
+    [impostor] = [s for s in plan.sections if s.title == "Impostor"]
+    assert impostor.name.startswith("batch_re_global_groups_") and impostor.name != "batch_re_global_groups"
+
+
+def test_a_long_description_is_shortened_in_every_prompt() -> None:
+    data = dataclasses.replace(conversation([comment(1, (1, 0, 3), extremity=2.0)]), description="x" * 50_000)
+    section = plan_sections(data, no_topics(), JOB_ID).sections[0]
+    prompt = user_prompt(data, section)
+    assert "x" * 1990 in prompt and "x" * 2001 not in prompt
 
 
 # ---- prompts ------------------------------------------------------------------------------------

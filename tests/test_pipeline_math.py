@@ -245,3 +245,18 @@ def test_same_votes_in_any_order_give_identical_output() -> None:
     random.Random(1).shuffle(shuffled)
     assert compute_math(shuffled, range(40)).data == first
     assert compute_math(votes, range(40)).data == first
+
+
+def test_tokenizer_keeps_letters_of_any_script() -> None:
+    from delphi_jobs.pipeline.topics import tokenize
+
+    assert tokenize("Die Straßenbahn fährt öfter; mehr Grünflächen!") == [
+        "die",
+        "strassenbahn",
+        "fährt",
+        "öfter",
+        "mehr",
+        "grünflächen",
+    ]
+    assert "l'école" in tokenize("Rénover l'école du quartier")
+    assert tokenize("公园需要更多长椅") == ["公园", "园需", "需要", "要更", "更多", "多长", "长椅"]

@@ -12,11 +12,14 @@ Facts this module relies on, checked against Polis's own code:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import psycopg2
 
 _EXCLUDED_BY_REPORTS = """
     SELECT DISTINCT s.tid
@@ -150,7 +153,8 @@ def load_conversation(
             cur.execute(_VOTE_TALLIES, params)
             tallies = {int(tid): VoteTally(int(a), int(d), int(p)) for tid, a, d, p in cur.fetchall()}
     finally:
-        conn.rollback()
+        with contextlib.suppress(psycopg2.Error):  # a dead connection must not hide the real error
+            conn.rollback()
 
     math_data = _decode_math(math_row[0], zid)
     groups = _groups(math_data)

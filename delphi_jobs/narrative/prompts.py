@@ -60,6 +60,14 @@ def system_prompt() -> str:
     return _template("system.txt")
 
 
+MAX_DESCRIPTION = 2000
+"""The description is repeated in every section's prompt; Polis allows 50,000 characters."""
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
 def user_prompt(data: ConversationData, section: Section) -> str:
     lines: list[str] = []
     for comment in section.comments:
@@ -70,7 +78,7 @@ def user_prompt(data: ConversationData, section: Section) -> str:
     groups = "".join(f'<group id="{g.group_id}" members="{g.members}"/>' for g in data.groups)
     return Template(_template("user.txt")).substitute(
         topic=_text(data.topic),
-        description=_text(data.description),
+        description=_text(_shorten(data.description, MAX_DESCRIPTION)),
         group_count=len(data.groups),
         groups=groups,
         title=_attribute(section.title),

@@ -111,11 +111,13 @@ def plan_sections(data: ConversationData, topics: TopicData, job_id: str) -> Sec
         if not comments:
             skipped.append(raw)
             return
-        custom_id = ids.allocate(raw)
+        custom_id = ids.allocate(raw, reserved=kind is not SectionKind.TOPIC)
         sections.append(Section(custom_id, custom_id[len(ids.prefix) :], kind, title, comments))
 
     cap = scaled_cap(GLOBAL_CAP, count)
     threshold = consensus_threshold(len(data.groups))
+    # A topic never takes a global's well-known name, even one whose global section stays empty.
+    ids.reserve(f"{job_id[:8]}_global_{kind.value}" for kind in _GLOBAL_TITLES)
     for kind, selected in (
         (SectionKind.GROUPS, select_divisive(data.comments, cap)),
         (SectionKind.GROUP_INFORMED_CONSENSUS, select_consensus(data.comments, threshold, cap)),
@@ -124,6 +126,7 @@ def plan_sections(data: ConversationData, topics: TopicData, job_id: str) -> Sec
         add(f"{job_id[:8]}_global_{kind.value}", kind, _GLOBAL_TITLES[kind], selected)
 
     layers = [n.layer for n in topics.names if n.layer is not None]
+    finest, coarsest = (min(layers), max(layers)) if layers else (0, 0)
     members = _cluster_members(data.comments, topics)
     for name in sorted(topics.names, key=_topic_order):
         raw = name.topic_key.replace("#", "_")
@@ -131,7 +134,7 @@ def plan_sections(data: ConversationData, topics: TopicData, job_id: str) -> Sec
         if layer is None or cluster is None:
             skipped.append(raw)
             continue
-        cap = scaled_cap(layer_cap(layer, min(layers), max(layers)), count)
+        cap = scaled_cap(layer_cap(layer, finest, coarsest), count)
         selected = select_topic(members.get((layer, cluster), ()), cap)
         add(raw, SectionKind.TOPIC, name.topic_name or name.topic_key, selected)
     return SectionPlan(data.zid, job_id, tuple(sections), tuple(skipped))
@@ -208,12 +211,18 @@ class _CustomIds:
         if len(self.prefix) + _HASH_SUFFIX >= MAX_CUSTOM_ID:
             raise ValueError(f"conversation id {zid} too long for a custom_id")
         self._used: set[str] = set()
+        self._reserved: set[str] = set()
 
-    def allocate(self, section: str) -> str:
+    def reserve(self, sections: Iterable[str]) -> None:
+        """Keep these names for their own sections: only ``allocate(..., reserved=True)`` gets them."""
+        self._reserved = {sanitize(self.prefix + s) for s in sections}
+
+    def allocate(self, section: str, *, reserved: bool = False) -> str:
         base = sanitize(self.prefix + section)
+        taken = self._used if reserved else self._used | self._reserved
         candidate = base
         attempt = 0
-        while len(candidate) > MAX_CUSTOM_ID or candidate in self._used or candidate == self.prefix:
+        while len(candidate) > MAX_CUSTOM_ID or candidate in taken or candidate == self.prefix:
             salt = section if attempt == 0 else f"{section}#{attempt}"
             digest = hashlib.sha256(salt.encode("utf-8")).hexdigest()[:8]
             candidate = f"{base[: MAX_CUSTOM_ID - _HASH_SUFFIX]}_{digest}"

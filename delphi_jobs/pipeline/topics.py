@@ -29,7 +29,10 @@ MAX_FINEST_CLUSTERS = 40
 MAX_VOCABULARY = 2000
 MAX_SEMANTIC_DIMENSIONS = 100
 
-_WORD = re.compile(r"[a-z][a-z0-9]*(?:['-][a-z0-9]+)*")
+# Letters of any script (Polis is used far beyond English): a word starts with a letter.
+_WORD = re.compile(r"[^\W\d_][^\W_]*(?:['-][^\W_]+)*")
+# Scripts written without spaces between words: their runs are split into overlapping bigrams.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f]+")
 
 # Function words and words every civic comment uses; they would name every topic the same.
 _STOP_WORDS_TEXT = """
@@ -55,9 +58,12 @@ class CommentText:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words minus stop words and one- or two-letter words (possessive ``'s`` dropped)."""
-    words = (re.sub(r"'s$", "", w) for w in _WORD.findall(text.lower().replace("\u2019", "'")))
-    return [w for w in words if len(w) > 2 and w not in STOP_WORDS]
+    """Case-folded words minus stop words and one- or two-letter words (possessive ``'s`` dropped);
+    runs of an unspaced script (Chinese, Japanese, Korean, Thai) become character bigrams."""
+    folded = text.casefold().replace("\u2019", "'")
+    bigrams = [run[i : i + 2] for run in _UNSPACED.findall(folded) for i in range(max(1, len(run) - 1))]
+    words = (re.sub(r"'s$", "", w) for w in _WORD.findall(_UNSPACED.sub(" ", folded)))
+    return [w for w in words if len(w) > 2 and w not in STOP_WORDS] + bigrams
 
 
 def stem(word: str) -> str:
