@@ -81,7 +81,6 @@ class Settings:
     anthropic_model: str | None = None
     anthropic_base_url: str | None = None
     batch_recheck_seconds: float = 60.0
-    instance_size: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -107,7 +106,6 @@ class Settings:
             anthropic_model=env.get("ANTHROPIC_MODEL", "").strip() or None,
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
             batch_recheck_seconds=_float(env, "DELPHI_BATCH_RECHECK_SECONDS", 60.0),
-            instance_size=env.get("INSTANCE_SIZE", "").strip() or None,
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -81,10 +81,6 @@ def parse_timestamp(value: Any, field_name: str = "timestamp") -> datetime | Non
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def timestamp_after(seconds: float, now: datetime | None = None) -> str:
-    return format_timestamp((now or utcnow()) + timedelta(seconds=seconds))
 
 
 # ---- JSON fields and scalars --------------------------------------------------------------------
