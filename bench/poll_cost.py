@@ -21,12 +21,12 @@ from functools import partial
 from typing import Any
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import dynamodb_local
+from delphi_jobs.devtools.moto_server import MotoServer
 from delphi_jobs.dynamo import make_client, to_item
 from delphi_jobs.model import format_timestamp, utcnow
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.tables import STATUS_CREATED_INDEX, ensure_tables, table_specs
-from delphi_jobs.testing import dynamodb_local
-from delphi_jobs.testing.moto_server import MotoServer
 
 
 class Meter:

@@ -87,7 +87,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
     if not args.embedded:
         return _poll(settings, args)
-    from delphi_jobs.embedded import EmbeddedServers
+    from delphi_jobs.devtools.embedded_servers import EmbeddedServers
 
     with EmbeddedServers(settings) as servers:
         for line in servers.describe():
@@ -103,7 +103,7 @@ def _poll(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from delphi_jobs.demo import DemoOptions, run_demo
+    from delphi_jobs.devtools.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         participants=args.participants,
@@ -117,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from delphi_jobs.pipeline.run import main as pipeline_main
+    from delphi_jobs.devtools.pipeline.run import main as pipeline_main
 
     return pipeline_main(args.pipeline_args)
 
@@ -135,7 +135,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_anthropic(args: argparse.Namespace) -> int:
-    from delphi_jobs.narrative.fake_anthropic import serve_forever
+    from delphi_jobs.devtools.fake_anthropic import serve_forever
 
     serve_forever(args.host, args.port, args.end_after_seconds)
     return 0

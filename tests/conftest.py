@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import dynamodb_local
+from delphi_jobs.devtools.moto_server import MotoServer
+from delphi_jobs.devtools.postgres_server import EmbeddedPostgres
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.tables import ensure_tables, table_specs
-from delphi_jobs.testing import dynamodb_local
-from delphi_jobs.testing.moto_server import MotoServer
-from delphi_jobs.testing.postgres import EmbeddedPostgres
 
 # No test may pick up real credentials or a real endpoint from the developer's environment.
 for _name in (

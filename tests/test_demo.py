@@ -7,7 +7,7 @@ import json
 import re
 
 from delphi_jobs.config import Settings
-from delphi_jobs.demo import REPORT_ID, DemoOptions, run_demo
+from delphi_jobs.devtools.demo import REPORT_ID, DemoOptions, run_demo
 
 GLOBALS = {
     "batch_re_global_groups",

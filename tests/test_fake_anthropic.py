@@ -24,7 +24,7 @@ import httpx2
 import pytest
 import requests
 
-from delphi_jobs.narrative.fake_anthropic import FakeAnthropic, fake_narrative, prompt_comment_ids
+from delphi_jobs.devtools.fake_anthropic import FakeAnthropic, fake_narrative, prompt_comment_ids
 
 API_KEY = "test-key"
 MODEL = "claude-fake-1"
@@ -524,7 +524,7 @@ def test_concurrent_creates(fake: FakeAnthropic, client: anthropic.Anthropic) ->
 
 
 def test_serve_forever_prints_url_and_stops_on_sigterm() -> None:
-    code = "from delphi_jobs.narrative import fake_anthropic as f; f.serve_forever('127.0.0.1', 0, 0.0)"
+    code = "from delphi_jobs.devtools import fake_anthropic as f; f.serve_forever('127.0.0.1', 0, 0.0)"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(  # noqa: S603 - a fixed argument list, no shell
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env

@@ -6,15 +6,15 @@ import json
 import sys
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import producer_records
 from delphi_jobs.handlers.base import Cancellation, JobContext
 from delphi_jobs.handlers.full_pipeline import FullPipelineHandler
 from delphi_jobs.logs import JobLog
 from delphi_jobs.model import Job
-from delphi_jobs.testing import records
 
 
 def job(**changes: object) -> Job:
-    return Job.from_item(records.server_full_pipeline(36, "r_abc", **changes))
+    return Job.from_item(producer_records.server_full_pipeline(36, "r_abc", **changes))
 
 
 def test_default_command_is_the_original_mapping() -> None:
@@ -40,7 +40,7 @@ def test_booleans_from_strings_and_nested_config() -> None:
 
 
 def test_no_report_id_means_no_rid_flag() -> None:
-    record = records.server_full_pipeline(36)
+    record = producer_records.server_full_pipeline(36)
     del record["report_id"]
     argv = FullPipelineHandler().command(Job.from_item(record), "/app", None)
     assert not any(a.startswith("--rid") for a in argv)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from delphi_jobs.devtools import producer_records
 from delphi_jobs.model import (
     FULL_PIPELINE,
     Job,
@@ -21,7 +22,6 @@ from delphi_jobs.model import (
     parse_int,
     parse_timestamp,
 )
-from delphi_jobs.testing import records
 
 
 def as_read(record: dict[str, object]) -> dict[str, object]:
@@ -30,7 +30,7 @@ def as_read(record: dict[str, object]) -> dict[str, object]:
 
 
 def test_server_full_pipeline_record() -> None:
-    job = Job.from_item(as_read(records.server_full_pipeline(36, "r_abc")))
+    job = Job.from_item(as_read(producer_records.server_full_pipeline(36, "r_abc")))
     assert job.problems == ()
     assert job.job_type == FULL_PIPELINE
     assert job.status == "PENDING"
@@ -47,7 +47,7 @@ def test_server_full_pipeline_record() -> None:
 
 
 def test_server_narrative_record_nests_settings() -> None:
-    job = Job.from_item(as_read(records.server_narrative("r_xyz", 7, model="claude-x")))
+    job = Job.from_item(as_read(producer_records.server_narrative("r_xyz", 7, model="claude-x")))
     assert job.problems == ()
     assert job.job_type == "CREATE_NARRATIVE_BATCH"
     assert job.config_value("model") == "claude-x"
@@ -59,7 +59,7 @@ def test_server_narrative_record_nests_settings() -> None:
 
 
 def test_report_id_only_in_config() -> None:
-    record = records.server_narrative("r_nested", 7)
+    record = producer_records.server_narrative("r_nested", 7)
     del record["report_id"]
     assert Job.from_item(record).effective_report_id == "r_nested"
 
@@ -83,7 +83,7 @@ def test_checker_row() -> None:
 
 
 def test_hand_made_record_missing_optional_fields() -> None:
-    job = Job.from_item(records.hand_made("manual-1", 12))
+    job = Job.from_item(producer_records.hand_made("manual-1", 12))
     assert job.problems == ()
     assert job.job_type == FULL_PIPELINE  # absent means FULL_PIPELINE
     assert job.version is None

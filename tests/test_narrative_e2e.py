@@ -16,18 +16,18 @@ import psycopg2
 import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import producer_records
+from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
+from delphi_jobs.devtools.pipeline.run import run_pipeline
+from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import default_registry
 from delphi_jobs.handlers.narrative_services import NarrativeServices
 from delphi_jobs.model import Job, encode_json, format_timestamp, utcnow
-from delphi_jobs.narrative.fake_anthropic import FakeAnthropic
-from delphi_jobs.pipeline.run import run_pipeline
 from delphi_jobs.poller import Poller
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
-from delphi_jobs.sample import generate_sample, load_sample
 from delphi_jobs.states import TERMINAL, Status
-from delphi_jobs.testing import records
 from tests.conftest import new_polis_database
 from tests.pollers import poller_env, start_poller, wait_for
 
@@ -101,8 +101,8 @@ def checker_of(queue: JobQueue, parent_id: str) -> Job:
 
 
 def submit_narrative(settings: Settings, **changes: Any) -> str:
-    record = records.server_narrative(REPORT, ZID, model=MODEL, **changes)
-    records.put_raw(make_client(settings), settings.jobs_table, record)
+    record = producer_records.server_narrative(REPORT, ZID, model=MODEL, **changes)
+    producer_records.put_raw(make_client(settings), settings.jobs_table, record)
     return str(record["job_id"])
 
 
@@ -162,7 +162,7 @@ def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: Fak
     record = dict(checker.item)
     record.update(job_id=f"{checker_id}_again", status="PENDING", version=1, worker_id="none")
     record.pop("run_after", None)
-    records.put_raw(make_client(env), env.jobs_table, record)
+    producer_records.put_raw(make_client(env), env.jobs_table, record)
     drain(env, queue, [f"{checker_id}_again"])
     after = sorted(i["rid_section_model"] + i["timestamp"] for i in store.items_for_report(REPORT))
     assert after == before
@@ -380,8 +380,8 @@ def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake:
     job = queue.get(job_id)
     assert job is not None and job.status == "FAILED" and "ANTHROPIC_API_KEY" in str(job.error_message)
 
-    record = records.server_narrative(REPORT, ZID, model="")
-    records.put_raw(make_client(env), env.jobs_table, record)
+    record = producer_records.server_narrative(REPORT, ZID, model="")
+    producer_records.put_raw(make_client(env), env.jobs_table, record)
     drain(env, queue, [record["job_id"]])
     job = queue.get(record["job_id"])
     assert job is not None and job.status == "FAILED" and "ANTHROPIC_MODEL" in str(job.error_message)
@@ -391,8 +391,8 @@ def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake:
         cur.execute("INSERT INTO conversations (zid, topic) VALUES (999, 'new') ON CONFLICT DO NOTHING")
     conn.commit()
     conn.close()
-    record = records.server_narrative("r_other", 999, model=MODEL)
-    records.put_raw(make_client(env), env.jobs_table, record)
+    record = producer_records.server_narrative("r_other", 999, model=MODEL)
+    producer_records.put_raw(make_client(env), env.jobs_table, record)
     drain(env, queue, [record["job_id"]])
     job = queue.get(record["job_id"])
     assert job is not None and job.status == "FAILED"

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import pytest
 
+from delphi_jobs.devtools.fake_anthropic import prompt_comment_ids
 from delphi_jobs.narrative.conversation import Comment, ConversationData, Group, GroupTally, VoteTally
-from delphi_jobs.narrative.fake_anthropic import prompt_comment_ids
 from delphi_jobs.narrative.prompts import (
     batch_requests,
     comment_line,

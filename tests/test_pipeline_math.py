@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from delphi_jobs.pipeline.math import (
+from delphi_jobs.devtools.pipeline.polis_math import (
     AGREE,
     DISAGREE,
     PASS,
@@ -248,7 +248,7 @@ def test_same_votes_in_any_order_give_identical_output() -> None:
 
 
 def test_tokenizer_keeps_letters_of_any_script() -> None:
-    from delphi_jobs.pipeline.topics import tokenize
+    from delphi_jobs.devtools.pipeline.topic_model import tokenize
 
     assert tokenize("Die Straßenbahn fährt öfter; mehr Grünflächen!") == [
         "die",

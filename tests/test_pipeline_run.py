@@ -10,11 +10,11 @@ import psycopg2
 import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools.pipeline.run import PipelineError, main, run_pipeline
+from delphi_jobs.devtools.sample_conversation import SampleConversation, generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import parse_timestamp
 from delphi_jobs.narrative.conversation import load_conversation
-from delphi_jobs.pipeline.run import PipelineError, main, run_pipeline
-from delphi_jobs.sample import SampleConversation, generate_sample, load_sample
 from delphi_jobs.topics import TopicStore
 
 ZID = 7

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import producer_records
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
-from delphi_jobs.testing import records
 from tests.pollers import alive, pids, poller_env, run_command, runs, start_poller, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -33,7 +33,7 @@ def queue(moto_settings: Settings) -> JobQueue:
 
 
 def insert(queue: JobQueue, settings: Settings, record: dict[str, Any]) -> str:
-    records.put_raw(make_client(settings), settings.jobs_table, record)
+    producer_records.put_raw(make_client(settings), settings.jobs_table, record)
     return str(record["job_id"])
 
 
@@ -49,7 +49,7 @@ def run_until_idle(settings: Settings, state: Path, *flags: str, timeout: float 
 
 
 def test_server_full_pipeline_record_completes(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(1, "r_report1"))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(1, "r_report1"))
     output = run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "COMPLETED", output[-2000:]
@@ -61,7 +61,7 @@ def test_server_full_pipeline_record_completes(queue: JobQueue, moto_settings: S
 
 
 def test_report_id_falls_back_to_zid(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    record = records.server_full_pipeline(1)
+    record = producer_records.server_full_pipeline(1)
     del record["report_id"]
     job_id = insert(queue, moto_settings, record)
     run_until_idle(moto_settings, state)
@@ -69,7 +69,7 @@ def test_report_id_falls_back_to_zid(queue: JobQueue, moto_settings: Settings, s
 
 
 def test_failure_records_exit_code_and_output(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(3, max_retries=0))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(3, max_retries=0))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "FAILED"
@@ -82,7 +82,7 @@ def test_failure_records_exit_code_and_output(queue: JobQueue, moto_settings: Se
 def test_retryable_failure_goes_back_with_backoff(
     queue: JobQueue, moto_settings: Settings, state: Path
 ) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(3))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(3))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "PENDING" and job.retry_count == 1
@@ -91,14 +91,14 @@ def test_retryable_failure_goes_back_with_backoff(
 
 
 def test_usage_error_is_not_retried(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(2))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(2))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "FAILED" and job.retry_count == 0
 
 
 def test_timeout_stops_the_whole_process_group(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(4, timeout_seconds=2))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(4, timeout_seconds=2))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "FAILED"
@@ -112,8 +112,8 @@ def test_escaped_grandchildren_die_with_their_job(
     queue: JobQueue, moto_settings: Settings, state: Path
 ) -> None:
     """Grandchildren that left the process group (setsid) are swept too: on timeout and on success."""
-    hung = insert(queue, moto_settings, records.server_full_pipeline(6, timeout_seconds=2))
-    finished = insert(queue, moto_settings, records.server_full_pipeline(7))
+    hung = insert(queue, moto_settings, producer_records.server_full_pipeline(6, timeout_seconds=2))
+    finished = insert(queue, moto_settings, producer_records.server_full_pipeline(7))
     run_until_idle(moto_settings, state)
     assert queue.get(hung).status == "FAILED"  # type: ignore[union-attr]
     assert queue.get(finished).status == "COMPLETED"  # type: ignore[union-attr]
@@ -124,7 +124,9 @@ def test_escaped_grandchildren_die_with_their_job(
 
 
 def test_unknown_job_type_fails_unrun(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(1, job_type="DELETE_EVERYTHING"))
+    job_id = insert(
+        queue, moto_settings, producer_records.server_full_pipeline(1, job_type="DELETE_EVERYTHING")
+    )
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert job is not None and job.status == "FAILED"
@@ -134,7 +136,7 @@ def test_unknown_job_type_fails_unrun(queue: JobQueue, moto_settings: Settings, 
 
 
 def test_missing_job_type_runs_full_pipeline(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.hand_made("manual-1", 1))
+    job_id = insert(queue, moto_settings, producer_records.hand_made("manual-1", 1))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
     assert (
@@ -144,9 +146,9 @@ def test_missing_job_type_runs_full_pipeline(queue: JobQueue, moto_settings: Set
 
 
 def test_malformed_job_config_fails_naming_it(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    good = insert(queue, moto_settings, records.server_full_pipeline(1))
-    bad = insert(queue, moto_settings, records.server_full_pipeline(1, job_config='{"stages": [}'))
-    bad_zid = insert(queue, moto_settings, records.server_full_pipeline("abc"))
+    good = insert(queue, moto_settings, producer_records.server_full_pipeline(1))
+    bad = insert(queue, moto_settings, producer_records.server_full_pipeline(1, job_config='{"stages": [}'))
+    bad_zid = insert(queue, moto_settings, producer_records.server_full_pipeline("abc"))
     run_until_idle(moto_settings, state)
     job = queue.get(bad)
     assert job is not None and job.status == "FAILED"
@@ -162,7 +164,7 @@ def test_several_pollers_run_every_job_exactly_once(
     queue: JobQueue, moto_settings: Settings, state: Path
 ) -> None:
     # Jobs that take a moment, so one poller cannot finish them all before the others have started.
-    job_ids = [insert(queue, moto_settings, records.server_full_pipeline(5)) for _ in range(24)]
+    job_ids = [insert(queue, moto_settings, producer_records.server_full_pipeline(5)) for _ in range(24)]
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="0.5")
     procs = [
         start_poller(env, "--exit-when-idle", "--max-workers", "2", log=state / f"p{i}.log") for i in range(3)
@@ -180,8 +182,8 @@ def test_several_pollers_run_every_job_exactly_once(
 def test_kill_9_mid_job_child_dies_and_another_poller_finishes(
     queue: JobQueue, moto_settings: Settings, state: Path
 ) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(5))
-    other = insert(queue, moto_settings, records.server_full_pipeline(1))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(5))
+    other = insert(queue, moto_settings, producer_records.server_full_pipeline(1))
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="4")
     first = start_poller(env, "--lease-seconds", "2", "--max-jobs", "1", log=state / "first.log")
     wait_for(lambda: len(pids(state, job_id)) == 2, 30, "the slow job to start in the first poller")
@@ -205,7 +207,7 @@ def test_stale_worker_cannot_overwrite_newer_state(
 ) -> None:
     """A poller frozen past its lease (SIGSTOP) wakes up after another finished its job: it stops its
     child and writes nothing."""
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(5))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(5))
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="3")
     frozen = start_poller(env, "--lease-seconds", "1.5", "--max-jobs", "1", log=state / "frozen.log")
     wait_for(lambda: runs(state, job_id), 30, "the job to start")
@@ -228,7 +230,7 @@ def test_stale_worker_cannot_overwrite_newer_state(
 
 
 def test_sigterm_job_finishes_within_grace(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(5))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(5))
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="2")
     proc = start_poller(env, "--shutdown-grace-seconds", "20", log=state / "p.log")
     wait_for(lambda: runs(state, job_id), 30, "the job to start")
@@ -239,7 +241,7 @@ def test_sigterm_job_finishes_within_grace(queue: JobQueue, moto_settings: Setti
 
 
 def test_sigterm_hands_back_after_grace(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(5))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(5))
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="30")
     proc = start_poller(env, "--shutdown-grace-seconds", "1", log=state / "p.log")
     wait_for(lambda: len(pids(state, job_id)) == 2, 30, "the job to start")
@@ -256,7 +258,7 @@ def test_sigterm_hands_back_after_grace(queue: JobQueue, moto_settings: Settings
 
 
 def test_cancel_running_job(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(5))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(5))
     env = poller_env(moto_settings, state, FAKE_PIPELINE_SLEEP="60")
     proc = start_poller(env, "--lease-seconds", "1.5", "--max-jobs", "1", log=state / "p.log")
     wait_for(lambda: len(pids(state, job_id)) == 2, 30, "the job to start")
@@ -269,7 +271,7 @@ def test_cancel_running_job(queue: JobQueue, moto_settings: Settings, state: Pat
 
 
 def test_run_job_traces_one_job(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(1))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(1))
     env = poller_env(moto_settings, state)
     done = run_command(env, sys.executable, "-m", "delphi_jobs", "run-job", job_id, "--log-format", "console")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -280,7 +282,7 @@ def test_run_job_traces_one_job(queue: JobQueue, moto_settings: Settings, state:
 
 
 def test_secrets_never_reach_logs_or_records(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(3, max_retries=0))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(3, max_retries=0))
     secret_key, secret_password = "sk-ant-SECRET-123", "pw-SECRET-456"
     output = run_until_idle(
         moto_settings,
@@ -298,7 +300,7 @@ def test_secrets_never_reach_logs_or_records(queue: JobQueue, moto_settings: Set
 
 
 def test_scripts_job_poller_is_the_same_daemon(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
-    job_id = insert(queue, moto_settings, records.server_full_pipeline(1))
+    job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(1))
     script = Path(__file__).resolve().parents[1] / "scripts" / "job_poller.py"
     env = poller_env(moto_settings, state)
     done = run_command(

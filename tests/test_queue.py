@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import producer_records
 from delphi_jobs.dynamo import error_code, from_item, make_client, to_item
 from delphi_jobs.model import LogEntry, format_timestamp, utcnow
 from delphi_jobs.queue import JobExists, JobQueue
 from delphi_jobs.states import InvalidStateError, Status
-from delphi_jobs.testing import records
 
 
 def raw(client: Any, settings: Settings, job_id: str) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def test_enqueue_writes_a_producer_compatible_record(
 def test_claim_sets_ownership_and_second_claim_loses(
     queue: JobQueue, client: Any, settings: Settings
 ) -> None:
-    records.put_raw(client, settings.jobs_table, records.server_full_pipeline(36))
+    producer_records.put_raw(client, settings.jobs_table, producer_records.server_full_pipeline(36))
     [job] = queue.find_candidates()
     first = queue.claim(job, "w1", 30)
     assert first is not None and first.version == 2 and first.job.status == "PROCESSING"
@@ -62,7 +62,7 @@ def test_claim_sets_ownership_and_second_claim_loses(
 
 
 def test_claim_record_without_version(queue: JobQueue, client: Any, settings: Settings) -> None:
-    records.put_raw(client, settings.jobs_table, records.hand_made("manual-1", 3))
+    producer_records.put_raw(client, settings.jobs_table, producer_records.hand_made("manual-1", 3))
     [job] = queue.find_candidates()
     claim = queue.claim(job, "w1", 30)
     assert claim is not None and claim.version == 1

@@ -7,9 +7,9 @@ from collections import Counter
 import psycopg2
 import pytest
 
-from delphi_jobs.pipeline.math import Vote, compute_math
-from delphi_jobs.pipeline.topics import CommentText, comment_topics, stem, tokenize
-from delphi_jobs.sample import COMMENT_BANK, generate_sample, load_sample
+from delphi_jobs.devtools.pipeline.polis_math import Vote, compute_math
+from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topics, stem, tokenize
+from delphi_jobs.devtools.sample_conversation import COMMENT_BANK, generate_sample, load_sample
 from tests.test_pipeline_math import adjusted_rand_index
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from psycopg2.extras import execute_values
 
-from delphi_jobs.pipeline.math import AGREE, DISAGREE, PASS
+from delphi_jobs.devtools.pipeline.polis_math import AGREE, DISAGREE, PASS
 
 DEFAULT_ZID = 1
 DEFAULT_PARTICIPANTS = 300

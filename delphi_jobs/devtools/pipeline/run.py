@@ -20,10 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from delphi_jobs import polisdb
 from delphi_jobs.config import ConfigError, Settings
+from delphi_jobs.devtools.pipeline.polis_math import MathResult, NoVotesError, Vote, compute_math
+from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topics
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import format_timestamp, utcnow
-from delphi_jobs.pipeline.math import MathResult, NoVotesError, Vote, compute_math
-from delphi_jobs.pipeline.topics import CommentText, comment_topics
 from delphi_jobs.topics import TopicStore
 
 Progress = Callable[[str, float], None]

@@ -22,17 +22,17 @@ import psycopg2
 
 from delphi_jobs import logs
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import producer_records
+from delphi_jobs.devtools.embedded_servers import EmbeddedServers
+from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
+from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.embedded import EmbeddedServers
 from delphi_jobs.handlers import default_registry
 from delphi_jobs.model import Job
-from delphi_jobs.narrative.fake_anthropic import FakeAnthropic
 from delphi_jobs.poller import Poller
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
-from delphi_jobs.sample import generate_sample, load_sample
 from delphi_jobs.states import TERMINAL, Status
-from delphi_jobs.testing import records
 
 REPORT_ID = "r_demo_report"
 DEMO_MODEL = "claude-sonnet-4-5"
@@ -157,14 +157,14 @@ def run_demo(options: DemoOptions, base: Settings, out: IO[str] = sys.stdout) ->
         deadline = time.monotonic() + options.timeout
         jobs: list[Job] = []
         try:
-            pipeline = records.server_full_pipeline(sample.zid, REPORT_ID)
-            records.put_raw(client, settings.jobs_table, pipeline)
+            pipeline = producer_records.server_full_pipeline(sample.zid, REPORT_ID)
+            producer_records.put_raw(client, settings.jobs_table, pipeline)
             jobs.append(_wait_for(queue, pipeline["job_id"], view, deadline, _terminal))
             if jobs[-1].status == Status.COMPLETED:
-                narrative = records.server_narrative(
+                narrative = producer_records.server_narrative(
                     REPORT_ID, sample.zid, model=str(settings.anthropic_model)
                 )
-                records.put_raw(client, settings.jobs_table, narrative)
+                producer_records.put_raw(client, settings.jobs_table, narrative)
                 parent = _wait_for(queue, narrative["job_id"], view, deadline, _terminal)
                 jobs.append(parent)
                 checker_id = parent.job_results.get("checker_job_id")

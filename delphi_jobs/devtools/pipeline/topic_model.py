@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from delphi_jobs.pipeline.math import FloatArray, IntArray, kmeans
+from delphi_jobs.devtools.pipeline.polis_math import FloatArray, IntArray, kmeans
 from delphi_jobs.topics import ClusterAssignment, StructureKeywords, TopicData, TopicName
 
 MODEL_NAME = "keywords"

@@ -13,11 +13,11 @@ from types import TracebackType
 import psycopg2
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools.moto_server import MotoServer
+from delphi_jobs.devtools.postgres_server import EmbeddedPostgres
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.polisdb import create_schema
 from delphi_jobs.tables import ensure_tables, table_specs
-from delphi_jobs.testing.moto_server import MotoServer
-from delphi_jobs.testing.postgres import EmbeddedPostgres
 
 MEMORY_ONLY_NOTE = "embedded DynamoDB keeps its data in memory only: it is gone when this process exits"
 
