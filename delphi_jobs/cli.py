@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from delphi_jobs import logs
@@ -14,6 +15,25 @@ from delphi_jobs.handlers import default_registry
 from delphi_jobs.poller import Poller
 from delphi_jobs.states import Status
 from delphi_jobs.tables import SchemaMismatch, ensure_tables, table_specs
+
+
+class MissingExtra(Exception):
+    """A command needs ``delphi_jobs.devtools``, whose packages come only with the ``demo`` extra."""
+
+
+@contextmanager
+def _demo_extra(command: str) -> Iterator[None]:
+    """Wraps the lazy import of ``delphi_jobs.devtools`` (the daemon itself never imports it): a
+    production install lacks its packages, and the operator needs the install command, not a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "delphi_jobs":
+            raise  # a bug in this project, not a missing extra
+        raise MissingExtra(
+            f"'delphi-jobs {command}' needs the demo extra (module {exc.name!r} is not installed): "
+            "run pip install 'delphi-jobs[demo]' (in a source checkout: pip install '.[demo]')"
+        ) from None
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +107,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args, poll_interval=args.interval, max_workers=args.max_workers)
     if not args.embedded:
         return _poll(settings, args)
-    from delphi_jobs.devtools.embedded_servers import EmbeddedServers
+    with _demo_extra("poll --embedded"):
+        from delphi_jobs.devtools.embedded_servers import EmbeddedServers
 
     with EmbeddedServers(settings) as servers:
         for line in servers.describe():
@@ -103,7 +124,8 @@ def _poll(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from delphi_jobs.devtools.demo import DemoOptions, run_demo
+    with _demo_extra("demo"):
+        from delphi_jobs.devtools.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         participants=args.participants,
@@ -117,7 +139,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from delphi_jobs.devtools.pipeline.run import main as pipeline_main
+    with _demo_extra("pipeline"):
+        from delphi_jobs.devtools.pipeline.run import main as pipeline_main
 
     return pipeline_main(args.pipeline_args)
 
@@ -135,7 +158,8 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_anthropic(args: argparse.Namespace) -> int:
-    from delphi_jobs.devtools.fake_anthropic import serve_forever
+    with _demo_extra("fake-anthropic"):
+        from delphi_jobs.devtools.fake_anthropic import serve_forever
 
     serve_forever(args.host, args.port, args.end_after_seconds)
     return 0
@@ -228,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
