@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import psycopg2
@@ -19,11 +18,3 @@ def connect(settings: Settings) -> Any:
     if not settings.database_url:
         raise DatabaseNotConfigured("no database configured: set DATABASE_URL or DATABASE_HOST")
     return psycopg2.connect(settings.database_url, connect_timeout=10)
-
-
-def create_schema(conn: Any) -> None:
-    """Create the Polis tables delphi-jobs reads, for embedded servers (tests, demo) only."""
-    ddl = resources.files("delphi_jobs").joinpath("polis_schema.sql").read_text(encoding="utf-8")
-    with conn.cursor() as cur:
-        cur.execute(ddl)
-    conn.commit()

@@ -14,7 +14,7 @@ import pytest
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import dynamodb_local
 from delphi_jobs.devtools.moto_server import MotoServer
-from delphi_jobs.devtools.postgres_server import EmbeddedPostgres
+from delphi_jobs.devtools.postgres_server import EmbeddedPostgres, create_polis_schema
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.tables import ensure_tables, table_specs
@@ -99,8 +99,6 @@ def new_polis_database(server: EmbeddedPostgres) -> str:
     """A fresh database with the Polis schema on ``server``; returns its URL."""
     import psycopg2
 
-    from delphi_jobs.polisdb import create_schema
-
     name = f"polis_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(server.url)
     admin.autocommit = True
@@ -109,7 +107,7 @@ def new_polis_database(server: EmbeddedPostgres) -> str:
     admin.close()
     url = server.url.replace("/postgres?", f"/{name}?", 1)
     conn = psycopg2.connect(url)
-    create_schema(conn)
+    create_polis_schema(conn)
     conn.close()
     return url
 

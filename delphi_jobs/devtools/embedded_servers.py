@@ -14,9 +14,8 @@ import psycopg2
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools.moto_server import MotoServer
-from delphi_jobs.devtools.postgres_server import EmbeddedPostgres
+from delphi_jobs.devtools.postgres_server import EmbeddedPostgres, create_polis_schema
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.polisdb import create_schema
 from delphi_jobs.tables import ensure_tables, table_specs
 
 MEMORY_ONLY_NOTE = "embedded DynamoDB keeps its data in memory only: it is gone when this process exits"
@@ -33,7 +32,7 @@ class EmbeddedServers:
         self._dynamo.start()
         self._postgres.start()
         conn = psycopg2.connect(self._postgres.url)
-        create_schema(conn)
+        create_polis_schema(conn)
         conn.close()
         self.settings = dataclasses.replace(
             self._base, endpoint_url=self._dynamo.endpoint_url, database_url=self._postgres.url

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,11 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def create_polis_schema(conn: Any) -> None:
+    """Create the Polis tables delphi-jobs reads (DESIGN 2.5) in an empty database."""
+    ddl = resources.files("delphi_jobs.devtools").joinpath("polis_schema.sql").read_text(encoding="utf-8")
+    with conn.cursor() as cur:
+        cur.execute(ddl)
+    conn.commit()
