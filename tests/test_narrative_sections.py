@@ -29,7 +29,7 @@ from delphi_jobs.narrative.sections import (
     plan_sections,
     scaled_cap,
 )
-from delphi_jobs.topics import ClusterAssignment, TopicData, TopicName
+from delphi_jobs.topic_tables import ClusterAssignment, TopicData, TopicName
 
 JOB_ID = "batch_report_r1_1700000000_abcd1234"
 ZID = 123

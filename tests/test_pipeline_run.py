@@ -15,7 +15,7 @@ from delphi_jobs.devtools.sample_conversation import SampleConversation, generat
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import parse_timestamp
 from delphi_jobs.narrative.conversation import load_conversation
-from delphi_jobs.topics import TopicStore
+from delphi_jobs.topic_tables import TopicStore
 
 ZID = 7
 

@@ -14,7 +14,7 @@ from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import Job, JobValidationError
 from delphi_jobs.narrative.batch_client import BatchClient
 from delphi_jobs.reports import NarrativeReportStore
-from delphi_jobs.topics import TopicStore
+from delphi_jobs.topic_tables import TopicStore
 
 MAX_RECHECK_SECONDS = 600.0
 GIVE_UP_HOURS = 30.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from delphi_jobs.narrative.conversation import Comment, ConversationData
-from delphi_jobs.topics import TopicData, TopicName
+from delphi_jobs.topic_tables import TopicData, TopicName
 
 MAX_CUSTOM_ID = 64
 GLOBAL_CAP = 50

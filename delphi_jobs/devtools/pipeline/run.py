@@ -24,7 +24,7 @@ from delphi_jobs.devtools.pipeline.polis_math import MathResult, NoVotesError, V
 from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topics
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import format_timestamp, utcnow
-from delphi_jobs.topics import TopicStore
+from delphi_jobs.topic_tables import TopicStore
 
 Progress = Callable[[str, float], None]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from delphi_jobs.devtools.pipeline.polis_math import FloatArray, IntArray, kmeans
-from delphi_jobs.topics import ClusterAssignment, StructureKeywords, TopicData, TopicName
+from delphi_jobs.topic_tables import ClusterAssignment, StructureKeywords, TopicData, TopicName
 
 MODEL_NAME = "keywords"
 KEYWORDS_PER_TOPIC = 5
