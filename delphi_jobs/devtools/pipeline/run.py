@@ -24,6 +24,7 @@ from delphi_jobs.devtools.pipeline.polis_math import MathResult, NoVotesError, V
 from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topics
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import format_timestamp, utcnow
+from delphi_jobs.narrative.conversation import Group
 from delphi_jobs.topic_tables import TopicStore
 
 Progress = Callable[[str, float], None]
@@ -46,12 +47,6 @@ class PipelineError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class GroupSize:
-    group_id: int
-    members: int
-
-
-@dataclass(frozen=True)
 class PipelineSummary:
     zid: int
     report_id: str | None
@@ -63,7 +58,7 @@ class PipelineSummary:
     """Comments in the math (voted on and not moderated out, ``n-cmts``)."""
     moderated_out: int
     votes: int
-    groups: tuple[GroupSize, ...]
+    groups: tuple[Group, ...]
     topics: int
     """Topic rows written (all layers)."""
     topic_layers: int
@@ -111,7 +106,7 @@ def run_pipeline(
         comments=int(result.data["n-cmts"]),
         moderated_out=conversation.moderated_out,
         votes=result.votes,
-        groups=tuple(GroupSize(g.group_id, len(g.pids)) for g in result.groups),
+        groups=tuple(Group(g.group_id, len(g.pids)) for g in result.groups),
         topics=len(topics.names),
         topic_layers=len({n.layer_id for n in topics.names}),
         math_tick=int(result.data["math_tick"]),
