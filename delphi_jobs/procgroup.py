@@ -59,7 +59,6 @@ def run_group(
     on_stderr: Callable[[str], None],
     should_stop: Callable[[], bool],
     grace: float = 10.0,
-    on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` under the child guard; returns when the group is gone."""
     guard = [sys.executable, "-m", "delphi_jobs.childguard", str(os.getpid()), "--", *argv]
@@ -72,8 +71,6 @@ def run_group(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    if on_start:
-        on_start(proc.pid)
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [
         threading.Thread(target=_pump, args=(proc.stdout, on_stdout), daemon=True),

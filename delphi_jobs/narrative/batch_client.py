@@ -1,9 +1,10 @@
 """The Anthropic Message Batches API through the official SDK, reduced to what the handlers need.
 
-Errors are classified once here: ``retryable`` (429, 5xx, 529, lost connections) or not (4xx), and
-``uncertain`` when the request may have been applied although no response arrived, which for a create
-means a batch may exist that we do not know about. Creates are sent without SDK retries for that
-reason: a silently retried create could pay for a second batch.
+Errors are classified once here: ``retryable`` (429, 5xx, 529, lost connections) or not (4xx). A lost
+connection may hide a request that was applied, which for a create means a batch may exist that we do
+not know about: creates are sent without SDK retries for that reason (a silently retried create could
+pay for a second batch), and the create handler's submission marker finds such a batch when the job
+runs again.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
 class BatchApiError(Exception):
-    def __init__(self, message: str, *, retryable: bool, uncertain: bool = False, status: int | None = None):
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None):
         super().__init__(message)
         self.retryable = retryable
-        self.uncertain = uncertain
         self.status = status
 
 
@@ -130,7 +130,6 @@ class BatchClient:
             raise BatchApiError(
                 f"{what}: no response from the Anthropic API ({type(exc).__name__})",
                 retryable=True,
-                uncertain=True,
             ) from None
 
     def create(self, requests: Sequence[Mapping[str, Any]]) -> BatchInfo:
