@@ -26,6 +26,7 @@ from delphi_jobs.devtools.moto_server import MotoServer
 from delphi_jobs.dynamo import make_client, to_item
 from delphi_jobs.model import format_timestamp, utcnow
 from delphi_jobs.queue import JobQueue
+from delphi_jobs.store import DynamoJobStore
 from delphi_jobs.tables import STATUS_CREATED_INDEX, ensure_tables, table_specs
 
 
@@ -99,7 +100,7 @@ def run(endpoint: str, sizes: list[int], polls: int) -> list[dict[str, Any]]:
         settings = Settings(endpoint_url=endpoint, table_prefix=f"b{uuid.uuid4().hex[:8]}_")
         client = make_client(settings)
         ensure_tables(client, table_specs(settings))
-        queue = JobQueue(client, settings.jobs_table)
+        queue = JobQueue(DynamoJobStore(client, settings.jobs_table))
         fill(client, queue, size)
         meter = Meter(client)
         ours = measure(queue.find_candidates, meter, polls)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 FULL_PIPELINE = "FULL_PIPELINE"
 CREATE_NARRATIVE_BATCH = "CREATE_NARRATIVE_BATCH"
@@ -26,6 +26,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 DEFAULT_MAX_RETRIES = 3
 MAX_LOG_ENTRIES = 50
 UNCLAIMED_WORKER = "none"
+_S = TypeVar("_S")
 
 
 class JobValidationError(ValueError):
@@ -299,6 +300,24 @@ class Job:
     def short_id(self) -> str:
         return self.job_id[:8]
 
+    @property
+    def needs_owner_cleanup(self) -> bool:
+        return self.item.get(OWNER_CLEANUP) is True
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """A follow-up job a handler asks for (e.g. a batch checker); the queue turns it into a record in
+    the same transaction that ends its parent."""
+
+    job_id: str
+    job_type: str
+    due_at: datetime
+    state: Any
+    """The child handler's typed state (a dataclass instance)."""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    """Contract attributes such as conversation_id, report_id, priority, job_config."""
+
 
 def _parse_log_entries(doc: Mapping[str, Any]) -> tuple[LogEntry, ...]:
     entries = doc.get("entries", [])
@@ -321,3 +340,150 @@ def encode_logs(entries: tuple[LogEntry, ...] | list[LogEntry]) -> str:
     """The ``logs`` attribute: the last 50 entries, one JSON document (defect 9)."""
     kept = list(entries)[-MAX_LOG_ENTRIES:]
     return encode_json({"entries": [entry.to_json() for entry in kept], "log_location": ""})
+
+
+# ---- typed per-handler state ----------------------------------------------------------------------
+#
+# A handler declares the attributes it keeps on its job as a frozen dataclass whose fields carry a
+# codec (``text_field``, ``count_field``, ``document_field``). Decoding happens before the handler runs,
+# so a bad value fails the job naming the attribute instead of surfacing as an internal error; encoding
+# produces exactly the declared attributes, so a handler cannot write anything else on its job.
+
+LIFECYCLE_ATTRIBUTES = frozenset(
+    {
+        "job_id",
+        "status",
+        "version",
+        "worker_id",
+        "lock_expires_at",
+        "run_after",
+        "next_check_at",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "completed_at",
+        "job_results",
+        "logs",
+        "error_message",
+        "retry_count",
+        "max_retries",
+        "reclaim_count",
+        "updated_by",
+        "cancel_requested",
+        "pause_requested",
+        "paused_from",
+        "owner_cleanup",
+    }
+)
+"""Attributes the queue owns: no handler state may declare them."""
+
+OWNER_CLEANUP = "owner_cleanup"
+"""Set while a job holds something outside DynamoDB (e.g. a paid batch): cancelling it must go through
+a worker that runs its handler, not straight to CANCELLED."""
+
+
+@dataclass(frozen=True)
+class _Codec:
+    decode: Callable[[Any, str], Any]
+    encode: Callable[[Any], Any]
+
+
+def _decode_text(raw: Any, name: str) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise JobValidationError(name, f"expected a string, got {type(raw).__name__}")
+    return raw
+
+
+def _decode_count(raw: Any, name: str) -> int:
+    count = parse_int(raw, name, 0)
+    if count < 0:
+        raise JobValidationError(name, f"must not be negative, got {count}")
+    return count
+
+
+def _decode_document(raw: Any, name: str) -> dict[str, Any] | None:
+    return decode_json_field(raw, name) or None
+
+
+def _decode_string_map(raw: Any, name: str) -> dict[str, str] | None:
+    document = decode_json_field(raw, name)
+    wrong = [key for key, value in document.items() if not isinstance(value, str)]
+    if wrong:
+        raise JobValidationError(name, f"values must be strings (not at {', '.join(sorted(wrong)[:3])})")
+    return document or None
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _encode_document(value: Any) -> str | None:
+    return None if value is None else encode_json(value)
+
+
+_TEXT = _Codec(_decode_text, _identity)
+_COUNT = _Codec(_decode_count, _identity)
+_DOCUMENT = _Codec(_decode_document, _encode_document)
+_STRING_MAP = _Codec(_decode_string_map, _encode_document)
+
+
+def _state_field(codec: _Codec, default: Any, required: str | None, external: bool) -> Any:
+    return field(default=default, metadata={"codec": codec, "required": required, "external": external})
+
+
+def text_field(*, required: str | None = None, external: bool = False) -> Any:
+    """A string attribute; ``required`` explains what it is when it is missing; ``external`` marks an
+    id of something outside DynamoDB the job holds (see OWNER_CLEANUP)."""
+    return _state_field(_TEXT, None, required, external)
+
+
+def count_field() -> Any:
+    return _state_field(_COUNT, 0, None, False)
+
+
+def document_field(*, required: str | None = None) -> Any:
+    """A JSON object stored as a string, decoded to a dict."""
+    return _state_field(_DOCUMENT, None, required, False)
+
+
+def string_map_field() -> Any:
+    """A JSON object of strings stored as a string."""
+    return _state_field(_STRING_MAP, None, None, False)
+
+
+def state_attributes(state_type: type[Any]) -> tuple[str, ...]:
+    names = tuple(f.name for f in fields(state_type))
+    clash = LIFECYCLE_ATTRIBUTES.intersection(names)
+    if clash:
+        raise TypeError(f"{state_type.__name__} declares queue-owned attributes: {sorted(clash)}")
+    return names
+
+
+def decode_state(state_type: type[_S], item: Mapping[str, Any]) -> _S:
+    """The handler's state from the job record; JobValidationError names the first bad attribute."""
+    state_attributes(state_type)
+    values: dict[str, Any] = {}
+    for spec in fields(cast(Any, state_type)):
+        codec: _Codec = spec.metadata["codec"]
+        value = codec.decode(item.get(spec.name), spec.name)
+        required = spec.metadata["required"]
+        if required and value is None:
+            raise JobValidationError(spec.name, f"missing ({required})")
+        if value is not None:
+            values[spec.name] = value
+    return state_type(**values)
+
+
+def encode_state(state: Any) -> dict[str, Any]:
+    """Exactly the declared attributes (None removes one), plus the owner-cleanup marker."""
+    attributes: dict[str, Any] = {}
+    external = False
+    for spec in fields(state):
+        value = getattr(state, spec.name)
+        codec: _Codec = spec.metadata["codec"]
+        attributes[spec.name] = codec.encode(value)
+        external = external or (bool(spec.metadata["external"]) and value is not None)
+    attributes[OWNER_CLEANUP] = True if external else None
+    return attributes

@@ -1,12 +1,11 @@
-"""JobQueue: the only module that writes ``Delphi_JobQueue``.
+"""JobQueue: the job lifecycle on top of a JobStore; the only module that writes job records.
 
-Every state change is ONE conditional ``UpdateItem`` whose condition comes from the transition's guard
-in ``states.py`` and that bumps ``version``, the fencing token. A worker's writes after claiming are
+Every state change is ONE conditional write whose condition comes from the transition's guard in
+``states.py`` and that bumps ``version``, the fencing token. A worker's writes after claiming are
 fenced on (status PROCESSING, its worker_id, the claimed version): after its lease was taken over, none
-of them can change the item. A lost condition is a normal outcome (someone else won) and is returned as
-None/False, never retried blindly.
+of them can change the item. Losing a race is a normal outcome, reported one way: ``Lost``.
 
-Polling cost is bounded (defect 1): each status is read with ``Limit``ed ``Query`` pages on
+Polling cost is bounded (defect 1): each status is read with ``Limit``ed pages of
 ``StatusCreatedIndex``, oldest first; further pages are read only when a page holds nothing claimable,
 and at most ``max_pages`` of them, continuing from where the previous poll stopped so that every job is
 eventually seen however long the queue is.
@@ -16,26 +15,37 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from delphi_jobs.dynamo import Expression, from_item, is_condition_failure, to_item, to_value
 from delphi_jobs.logs import get_logger
 from delphi_jobs.model import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
     UNCLAIMED_WORKER,
+    ChildJob,
     Job,
     JobValidationError,
     LogEntry,
     encode_json,
     encode_logs,
+    encode_state,
     format_timestamp,
     utcnow,
 )
 from delphi_jobs.states import TRANSITIONS, Guard, InvalidStateError, Status, transition
+from delphi_jobs.store import (
+    Change,
+    Condition,
+    Cursor,
+    Equals,
+    JobStore,
+    Lost,
+    OneOf,
+    as_observed,
+)
 from delphi_jobs.tables import STATUS_CREATED_INDEX
 
 Clock = Callable[[], datetime]
@@ -43,14 +53,15 @@ _log = get_logger(component="queue")
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
-_NEW_JOB_CONDITION = {
-    "ConditionExpression": "attribute_not_exists(#id)",
-    "ExpressionAttributeNames": {"#id": "job_id"},
-}
+REQUESTS = ("cancel_requested", "pause_requested")
 
 
-class JobExists(Exception):
-    """enqueue() found a job with the same id."""
+class JobNotFound(KeyError):
+    """No job with this id."""
+
+
+class JobChanging(RuntimeError):
+    """An operator action kept losing to other writers; trying again later is safe."""
 
 
 @dataclass(frozen=True)
@@ -79,117 +90,103 @@ def retry_delay(retry_count: int, base: float = RETRY_BASE_SECONDS, cap: float =
     return random.uniform(ceiling / 2, ceiling)
 
 
+def passed(moment: datetime | None, now: datetime, *, strictly: bool = False) -> bool:
+    """Unset counts as passed: a job without run_after is due, one without a lease is abandoned."""
+    if moment is None:
+        return True
+    return moment < now if strictly else moment <= now
+
+
+DUE: dict[Status, Callable[[Job, datetime], bool]] = {
+    Status.PENDING: lambda job, now: passed(job.run_after, now),
+    Status.AWAITING_RECHECK: lambda job, now: passed(job.next_check_at, now),
+    Status.PROCESSING: lambda job, now: passed(job.lock_expires_at, now, strictly=True),
+}
+"""When a job of each claimable status may be claimed: due, due for a check, or abandoned."""
+
+
 class JobQueue:
     def __init__(
-        self,
-        client: Any,
-        table: str,
-        *,
-        clock: Clock = utcnow,
-        page_size: int = 25,
-        max_pages: int = 4,
+        self, store: JobStore, *, clock: Clock = utcnow, page_size: int = 25, max_pages: int = 4
     ) -> None:
-        self._client = client
-        self._table = table
+        self._store = store
         self._clock = clock
         self._page_size = page_size
         self._max_pages = max_pages
-        self._cursors: dict[str, dict[str, Any] | None] = {}
+        self._cursors: dict[str, Cursor | None] = {}
 
     @property
     def table(self) -> str:
-        return self._table
+        return self._store.table
 
     # ---- reads -----------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        response = self._client.get_item(
-            TableName=self._table, Key=to_item({"job_id": job_id}), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return Job.from_item(from_item(item)) if item else None
+        item = self._store.get(job_id)
+        return Job.from_item(item) if item else None
 
     def list_by_status(self, status: str, *, limit: int = 100) -> list[Job]:
         """Oldest first, at most ``limit`` jobs: for operator tools, never for the poll loop."""
         jobs: list[Job] = []
-        for page in self._status_pages(status, start=None, pages=max(1, -(-limit // self._page_size))):
-            jobs += page.jobs
-            if len(jobs) >= limit:
+        cursor: Cursor | None = None
+        while len(jobs) < limit:
+            page = self._status_page(status, cursor)
+            jobs += page[0]
+            cursor = page[1]
+            if cursor is None:
                 break
         return jobs[:limit]
 
     def find_candidates(self, now: datetime | None = None) -> list[Job]:
-        """Jobs claimable now, highest priority first, then oldest; bounded number of requests."""
+        """Every job claimable now, of every claimable status, best first (for one-shot tools)."""
         now = now or self._clock()
-        found: list[Job] = []
-        found += self._scan(Status.PENDING, lambda j: _passed(j.run_after, now))
-        found += self._scan(Status.AWAITING_RECHECK, lambda j: _passed(j.next_check_at, now))
-        found += self._scan(Status.PROCESSING, lambda j: _passed(j.lock_expires_at, now, strictly=True))
+        found = [job for status in DUE for job in self.find_due(status, now)]
         return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
 
-    @dataclass(frozen=True)
-    class _Page:
-        jobs: list[Job]
-        next_key: dict[str, Any] | None
+    def find_due(self, status: Status, now: datetime | None = None) -> list[Job]:
+        """Jobs of ``status`` claimable now, highest priority first, then oldest; bounded requests."""
+        now = now or self._clock()
+        found = self._look(status, lambda job: DUE[status](job, now))
+        return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
 
-    def _status_pages(self, status: str, start: dict[str, Any] | None, pages: int) -> list[_Page]:
-        read: list[JobQueue._Page] = []
-        key = start
-        for _ in range(pages):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": STATUS_CREATED_INDEX,
-                "KeyConditionExpression": "#s = :s",
-                "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":s": to_value(status)},
-                "Limit": self._page_size,
-                "ScanIndexForward": True,
-            }
-            if key:
-                kwargs["ExclusiveStartKey"] = key
-            response = self._client.query(**kwargs)
-            jobs = []
-            for raw in response.get("Items", []):
-                try:
-                    jobs.append(Job.from_item(from_item(raw)))
-                except JobValidationError:
-                    # Without a job_id a record cannot be claimed, failed or even named: log and skip.
-                    _log.error(
-                        "skipping a job record without a usable job_id", status=status, item_keys=sorted(raw)
-                    )
-            key = response.get("LastEvaluatedKey")
-            read.append(JobQueue._Page(jobs, key))
-            if key is None:
-                break
-        return read
+    def _status_page(self, status: str, start: Cursor | None) -> tuple[list[Job], Cursor | None]:
+        page = self._store.query(STATUS_CREATED_INDEX, status, limit=self._page_size, start=start)
+        jobs = []
+        for item in page.items:
+            try:
+                jobs.append(Job.from_item(item))
+            except JobValidationError:
+                # Without a job_id a record cannot be claimed, failed or even named: log and skip.
+                _log.error(
+                    "skipping a job record without a usable job_id", status=status, item_keys=sorted(item)
+                )
+        return jobs, page.next
 
-    def _scan(self, status: Status, claimable: Callable[[Job], bool]) -> list[Job]:
-        first = self._status_pages(status, start=None, pages=1)[0]
-        found = [j for j in first.jobs if claimable(j)]
-        if found or first.next_key is None:
+    def _look(self, status: Status, claimable: Callable[[Job], bool]) -> list[Job]:
+        """The head page of one status; further pages only when the head holds nothing claimable."""
+        jobs, head_next = self._status_page(status, None)
+        found = [j for j in jobs if claimable(j)]
+        if found or head_next is None:
             return found
         # The head of the queue holds nothing claimable (e.g. backed-off jobs, long-running live
         # jobs): look further, resuming where the last poll stopped, a bounded number of pages.
-        cursor = self._cursors.get(status) or first.next_key
-        for page in self._status_pages(status, start=cursor, pages=self._max_pages - 1):
-            found += [j for j in page.jobs if claimable(j)]
-            self._cursors[status] = page.next_key
-            if found:
+        cursor: Cursor | None = self._cursors.get(status) or head_next
+        for _ in range(self._max_pages - 1):
+            jobs, cursor = self._status_page(status, cursor)
+            self._cursors[status] = cursor
+            found += [j for j in jobs if claimable(j)]
+            if found or cursor is None:
                 break
         return found
 
     # ---- producer side ---------------------------------------------------------------------------
 
     def enqueue(self, record: Mapping[str, Any]) -> Job:
-        """Insert a new job; fills in what the Polis server would write for omitted fields."""
+        """Insert a new job; fills in what the Polis server would write for omitted fields.
+        Raises JobExists when the id is taken."""
         item = self.new_record(record)
         job = Job.from_item(item)
-        try:
-            self._client.put_item(TableName=self._table, Item=to_item(item), **_NEW_JOB_CONDITION)
-        except Exception as exc:
-            if is_condition_failure(exc):
-                raise JobExists(job.job_id) from None
-            raise
+        self._store.insert(item)
         return job
 
     def new_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,50 +210,68 @@ class JobQueue:
         for name in ("job_config", "job_results", "logs"):
             if isinstance(item.get(name), Mapping):
                 item[name] = encode_json(item[name])
-        return item
+        return {name: value for name, value in item.items() if value is not None}
+
+    def child_record(self, child: ChildJob) -> dict[str, Any]:
+        """A follow-up job: due at ``due_at`` for our pollers (run_after) and for readers (next_check_at)."""
+        due = format_timestamp(child.due_at)
+        return self.new_record(
+            {
+                **child.fields,
+                **encode_state(child.state),
+                "job_id": child.job_id,
+                "job_type": child.job_type,
+                "run_after": due,
+                "next_check_at": due,
+            }
+        )
 
     # ---- worker side -----------------------------------------------------------------------------
 
-    def claim(self, job: Job, worker_id: str, lease_seconds: float) -> Claim | None:
-        """Take ``job`` as observed by find_candidates; None when someone else changed it first."""
+    def claim(self, job: Job, worker_id: str, lease_seconds: float) -> Claim | Lost:
+        """Take ``job`` as observed by find_candidates; Lost when someone else changed it first."""
         now = self._clock()
-        expr = Expression()
         if job.status == Status.PROCESSING:
             found = transition("reclaim", job.status, Status.PROCESSING)
-            expr.when(expr.equals_or_missing("lock_expires_at", job.item.get("lock_expires_at")))
-            if not _passed(job.lock_expires_at, now, strictly=True):
-                return None
+            moment, when = job.lock_expires_at, "lock_expires_at"
+            due = passed(moment, now, strictly=True)
         elif job.status == Status.AWAITING_RECHECK:
             found = transition("claim_recheck", job.status, Status.PROCESSING)
-            expr.when(expr.equals_or_missing("next_check_at", job.item.get("next_check_at")))
-            if not _passed(job.next_check_at, now):
-                return None
+            moment, when = job.next_check_at, "next_check_at"
+            due = passed(moment, now)
         else:
             found = transition("claim", job.status, Status.PROCESSING)
-            expr.when(expr.equals_or_missing("run_after", job.item.get("run_after")))
-            if not _passed(job.run_after, now):
-                return None
-        assert found.guard in (Guard.DUE, Guard.LEASE_EXPIRED)
-        expr.when(expr.equals("status", job.status))
-        expr.when(expr.equals_or_missing("version", job.item.get("version")))
+            moment, when = job.run_after, "run_after"
+            due = passed(moment, now)
+        if not due:
+            return Lost(dict(job.item))
         version = (job.version or 0) + 1
-        expr.set_many(
-            {
-                "status": Status.PROCESSING.value,
-                "worker_id": worker_id,
-                "started_at": format_timestamp(now),
-                "updated_at": format_timestamp(now),
-                "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
-                "version": version,
-            }
+        sets: dict[str, Any] = {
+            "status": Status.PROCESSING.value,
+            "worker_id": worker_id,
+            "started_at": format_timestamp(now),
+            "updated_at": format_timestamp(now),
+            "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
+            "version": version,
+        }
+        if found.guard is Guard.LEASE_EXPIRED:
+            sets["reclaim_count"] = job.reclaim_count + 1
+        change = Change(
+            set=sets,
+            remove=("run_after", "next_check_at"),
+            when=(
+                Equals("status", job.status),
+                as_observed(job.item, when),
+                as_observed(job.item, "version"),
+            ),
         )
-        if found.name == "reclaim":
-            expr.set("reclaim_count", job.reclaim_count + 1)
-        expr.remove("run_after", "next_check_at")
-        item = self._update(job.job_id, expr, return_values=True)
-        if item is None:
-            return None
-        return Claim(Job.from_item(item), worker_id, version, reclaimed=found.name == "reclaim")
+        written = self._store.update(job.job_id, change)
+        if isinstance(written, Lost):
+            return written
+        assert written.item is not None
+        return Claim(
+            Job.from_item(written.item), worker_id, version, reclaimed=found.guard is Guard.LEASE_EXPIRED
+        )
 
     def heartbeat(
         self,
@@ -265,24 +280,28 @@ class JobQueue:
         *,
         logs: tuple[LogEntry, ...] | None = None,
         progress: Mapping[str, Any] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> Job | None:
-        """Extend the lease and flush logs/progress in one fenced write; None means the lease is lost.
+        state: Any = None,
+    ) -> Job | Lost:
+        """Extend the lease and flush logs, progress and the handler's state in one fenced write.
 
-        Returns the fresh item so the worker sees cancel and pause requests. Does not bump version.
+        Returns the fresh job so the worker sees cancel and pause requests. Does not bump version.
         """
         now = self._clock()
-        expr = self._fenced(claim)
-        expr.set("lock_expires_at", format_timestamp(now + timedelta(seconds=lease_seconds)))
-        expr.set("updated_at", format_timestamp(now))
+        sets: dict[str, Any] = {
+            "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
+            "updated_at": format_timestamp(now),
+        }
         if logs is not None:
-            expr.set("logs", encode_logs(logs))
+            sets["logs"] = encode_logs(logs)
         if progress is not None:
-            expr.set("progress", encode_json({**progress, "updated_at": format_timestamp(now)}))
-        if attributes:
-            expr.set_many(attributes)
-        item = self._update(claim.job.job_id, expr, return_values=True)
-        return Job.from_item(item) if item is not None else None
+            sets["progress"] = encode_json({**progress, "updated_at": format_timestamp(now)})
+        if state is not None:
+            sets.update(encode_state(state))
+        written = self._store.update(claim.job.job_id, Change(set=sets, when=self._fence(claim)))
+        if isinstance(written, Lost):
+            return written
+        assert written.item is not None
+        return Job.from_item(written.item)
 
     def finish(
         self,
@@ -292,13 +311,13 @@ class JobQueue:
         results: Mapping[str, Any] | None = None,
         error_message: str | None = None,
         logs: tuple[LogEntry, ...] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        children: tuple[Mapping[str, Any], ...] = (),
-    ) -> bool:
+        state: Any = None,
+        children: Sequence[ChildJob] = (),
+    ) -> Status | Lost:
         """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned).
 
-        ``children`` are new job records inserted in the same transaction (a batch checker), so a
-        parent can never be COMPLETED without its follow-up job existing, nor the other way round.
+        ``children`` are inserted in the same transaction (a batch checker), so a parent can never be
+        COMPLETED without its follow-up job existing, nor the other way round.
         """
         name = {Status.CANCELLED: "cancel_owned", Status.PAUSED: "pause_owned"}.get(status, "finish")
         transition(name, Status.PROCESSING, status)
@@ -312,25 +331,9 @@ class JobQueue:
             sets.update({"completed_at": now, "job_results": encode_json(body)})
         if status == Status.PAUSED:
             sets.update({"paused_from": Status.PENDING.value, "worker_id": UNCLAIMED_WORKER})
-        removed = ("cancel_requested", "pause_requested")
-        if not children:
-            return self._owner_write(claim, sets, logs, attributes, remove=removed)
-        expr = self._owner_expression(claim, sets, logs, attributes, removed)
-        key = to_item({"job_id": claim.job.job_id})
-        actions: list[dict[str, Any]] = [{"Update": {"TableName": self._table, "Key": key, **expr.request()}}]
-        for child in children:
-            item = to_item(self.new_record(child))
-            actions.append({"Put": {"TableName": self._table, "Item": item, **_NEW_JOB_CONDITION}})
-        try:
-            self._client.transact_write_items(TransactItems=actions)
-        except Exception as exc:
-            reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return self._landed(claim, status)  # the fence, or our own lost-response retry
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]):
-                raise JobExists(", ".join(str(c.get("job_id")) for c in children)) from exc
-            raise
-        return True
+        # The requests are answered by this write; a re-check or hand-back keeps them for the next run.
+        sets.update(dict.fromkeys(REQUESTS))
+        return self._owner_write(claim, sets, logs, state, children=children)
 
     def schedule_recheck(
         self,
@@ -339,8 +342,8 @@ class JobQueue:
         *,
         results: Mapping[str, Any] | None = None,
         logs: tuple[LogEntry, ...] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> bool:
+        state: Any = None,
+    ) -> Status | Lost:
         transition("finish", Status.PROCESSING, Status.AWAITING_RECHECK)
         sets: dict[str, Any] = {
             "status": Status.AWAITING_RECHECK.value,
@@ -350,9 +353,11 @@ class JobQueue:
         }
         if results is not None:
             sets["job_results"] = encode_json(results)
-        return self._owner_write(claim, sets, logs, attributes)
+        return self._owner_write(claim, sets, logs, state)
 
-    def release(self, claim: Claim, *, reason: str, logs: tuple[LogEntry, ...] | None = None) -> bool:
+    def release(
+        self, claim: Claim, *, reason: str, logs: tuple[LogEntry, ...] | None = None
+    ) -> Status | Lost:
         """Hand the job back to PENDING without consuming an attempt (shutdown)."""
         transition("hand_back", Status.PROCESSING, Status.PENDING)
         sets = self._back_to_pending()
@@ -366,13 +371,12 @@ class JobQueue:
         error: str,
         logs: tuple[LogEntry, ...] | None = None,
         delay_seconds: float | None = None,
-    ) -> Status | None:
-        """PENDING again after a backoff while attempts are left, else FAILED. None: fence lost."""
+    ) -> Status | Lost:
+        """PENDING again after a backoff while attempts are left, else FAILED."""
         job = claim.job
         if job.retry_count >= job.max_retries:
             message = f"{error} (gave up after {job.retry_count + 1} attempts)"
-            done = self.finish(claim, Status.FAILED, error_message=message, logs=logs)
-            return Status.FAILED if done else None
+            return self.finish(claim, Status.FAILED, error_message=message, logs=logs)
         transition("hand_back", Status.PROCESSING, Status.PENDING)
         delay = retry_delay(job.retry_count) if delay_seconds is None else delay_seconds
         sets = self._back_to_pending()
@@ -383,7 +387,7 @@ class JobQueue:
                 "error_message": error,
             }
         )
-        return Status.PENDING if self._owner_write(claim, sets, logs, None) else None
+        return self._owner_write(claim, sets, logs, None)
 
     def _back_to_pending(self) -> dict[str, Any]:
         return {
@@ -393,54 +397,49 @@ class JobQueue:
             "updated_at": format_timestamp(self._clock()),
         }
 
-    def _fenced(self, claim: Claim) -> Expression:
-        expr = Expression()
-        expr.when(expr.equals("status", Status.PROCESSING.value))
-        expr.when(expr.equals("worker_id", claim.worker_id))
-        expr.when(expr.equals("version", claim.version))
-        return expr
-
-    def _owner_expression(
-        self,
-        claim: Claim,
-        sets: Mapping[str, Any],
-        logs: tuple[LogEntry, ...] | None,
-        attributes: Mapping[str, Any] | None,
-        remove: tuple[str, ...],
-    ) -> Expression:
-        expr = self._fenced(claim)
-        expr.set_many(
-            {**(attributes or {}), **sets, "version": claim.version + 1, "updated_by": claim.worker_id}
+    @staticmethod
+    def _fence(claim: Claim) -> tuple[Condition, ...]:
+        return (
+            Equals("status", Status.PROCESSING.value),
+            Equals("worker_id", claim.worker_id),
+            Equals("version", claim.version),
         )
-        if logs is not None:
-            expr.set("logs", encode_logs(logs))
-        expr.remove("lock_expires_at", *remove)
-        return expr
 
     def _owner_write(
         self,
         claim: Claim,
         sets: Mapping[str, Any],
         logs: tuple[LogEntry, ...] | None,
-        attributes: Mapping[str, Any] | None,
-        remove: tuple[str, ...] = (),
-    ) -> bool:
-        expr = self._owner_expression(claim, sets, logs, attributes, remove)
-        if self._update(claim.job.job_id, expr, return_values=False) is not None:
-            return True
-        return self._landed(claim, Status(sets["status"]))
-
-    def _landed(self, claim: Claim, status: Status) -> bool:
-        """Did our write apply although its condition failed? botocore retries a write whose response
-        was lost; the retry then fails our own fence. Only this worker can move the job from the
-        claimed version to the next one and sign it ``updated_by``."""
-        current = self.get(claim.job.job_id)
-        return (
-            current is not None
-            and current.version == claim.version + 1
-            and current.item.get("updated_by") == claim.worker_id
-            and current.status == status
+        state: Any,
+        *,
+        children: Sequence[ChildJob] = (),
+    ) -> Status | Lost:
+        """The owner's final write of a run. Signed ``updated_by`` so that a write whose response was
+        lost (botocore retries it, and the retry then fails our own fence) is recognised as ours."""
+        values: dict[str, Any] = {
+            **(encode_state(state) if state is not None else {}),
+            **sets,
+            "version": claim.version + 1,
+            "updated_by": claim.worker_id,
+            "lock_expires_at": None,
+        }
+        if logs is not None:
+            values["logs"] = encode_logs(logs)
+        change = Change(set=values, when=self._fence(claim))
+        if children:
+            written = self._store.transact(claim.job.job_id, change, [self.child_record(c) for c in children])
+        else:
+            written = self._store.update(claim.job.job_id, change)
+        target = Status(sets["status"])
+        if not isinstance(written, Lost):
+            return target
+        current = written.current or {}
+        landed = (
+            current.get("version") == claim.version + 1
+            and current.get("updated_by") == claim.worker_id
+            and current.get("status") == target
         )
+        return target if landed else written
 
     def merge_results(self, job_id: str, updates: Mapping[str, Any]) -> bool:
         """Merge keys into another job's ``job_results`` (a checker reporting to its parent).
@@ -452,71 +451,62 @@ class JobQueue:
             job = self.get(job_id)
             if job is None:
                 return False
-            expr = Expression()
-            expr.when(expr.equals_or_missing("job_results", job.item.get("job_results")))
-            expr.set("job_results", encode_json({**job.job_results, **updates}))
-            if self._update(job_id, expr, return_values=False) is not None:
+            change = Change(
+                set={"job_results": encode_json({**job.job_results, **updates})},
+                when=(Equals("job_id", job_id), as_observed(job.item, "job_results")),
+            )
+            if not isinstance(self._store.update(job_id, change), Lost):
                 return True
             time.sleep(0.05 * (attempt + 1))
-        raise RuntimeError(f"job {job_id}: job_results kept changing; merge not applied")
+        raise JobChanging(f"job {job_id}: job_results kept changing; merge not applied")
 
     # ---- operator side ---------------------------------------------------------------------------
 
     def cancel(self, job_id: str, reason: str) -> OperatorResult:
-        """Cancel now (PENDING, PAUSED) or ask the owner or checker to (PROCESSING, AWAITING_RECHECK)."""
+        """Cancel now (PENDING, PAUSED) or ask the owner or checker to (PROCESSING, AWAITING_RECHECK,
+        and a PENDING job that holds something outside DynamoDB, which its handler must release)."""
 
-        def act(job: Job) -> OperatorResult | None:
-            if job.status == Status.PENDING and job.batch_id:
-                # It owns a paid batch: its handler must cancel that too. Ask it, and make it due now.
-                ok = self._request(job, {"cancel_requested": reason, "run_after": None})
-                return OperatorResult(job_id, "cancel", job.status, requested=True) if ok else None
+        def act(job: Job) -> OperatorResult | Lost:
+            if job.status == Status.PENDING and job.needs_owner_cleanup:
+                # Make it due now: a worker claims it, its handler releases what it holds, it ends CANCELLED.
+                return self._request(job, "cancel", {"cancel_requested": reason, "run_after": None})
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
-                ok = self._status_write(
-                    job,
-                    "cancel",
-                    Status.CANCELLED,
-                    {"completed_at": now, "error_message": reason, "job_results": encode_json(body)},
-                )
-                return OperatorResult(job_id, "cancel", Status.CANCELLED) if ok else None
+                done = {"completed_at": now, "error_message": reason, "job_results": encode_json(body)}
+                return self._status_write(job, "cancel", Status.CANCELLED, done)
             if job.status in (Status.PROCESSING, Status.AWAITING_RECHECK):
                 sets: dict[str, Any] = {"cancel_requested": reason}
                 if job.status == Status.AWAITING_RECHECK:
                     # Make the checker due now: it claims the job, cancels the batch and ends CANCELLED.
                     sets["next_check_at"] = format_timestamp(self._clock())
-                ok = self._request(job, sets)
-                return OperatorResult(job_id, "cancel", job.status, requested=True) if ok else None
+                return self._request(job, "cancel", sets)
             raise InvalidStateError("cancel", job.status, Status.CANCELLED)
 
         return self._operator(job_id, act)
 
     def pause(self, job_id: str, reason: str = "paused by operator") -> OperatorResult:
-        def act(job: Job) -> OperatorResult | None:
+        def act(job: Job) -> OperatorResult | Lost:
             if job.status in TRANSITIONS["pause"].sources:
-                ok = self._status_write(job, "pause", Status.PAUSED, {"paused_from": job.status})
-                return OperatorResult(job_id, "pause", Status.PAUSED) if ok else None
+                return self._status_write(job, "pause", Status.PAUSED, {"paused_from": job.status})
             if job.status == Status.PROCESSING:
-                ok = self._request(job, {"pause_requested": reason})
-                return OperatorResult(job_id, "pause", job.status, requested=True) if ok else None
+                return self._request(job, "pause", {"pause_requested": reason})
             raise InvalidStateError("pause", job.status, Status.PAUSED)
 
         return self._operator(job_id, act)
 
     def resume(self, job_id: str) -> OperatorResult:
-        def act(job: Job) -> OperatorResult | None:
+        def act(job: Job) -> OperatorResult | Lost:
             target = Status(job.item.get("paused_from") or Status.PENDING)
-            ok = self._status_write(
-                job, "resume", target, {"paused_from": None, "worker_id": UNCLAIMED_WORKER}
-            )
-            return OperatorResult(job_id, "resume", target) if ok else None
+            sets = {"paused_from": None, "worker_id": UNCLAIMED_WORKER}
+            return self._status_write(job, "resume", target, sets)
 
         return self._operator(job_id, act)
 
     def retry(self, job_id: str) -> OperatorResult:
         """An operator's retry of a FAILED job: a fresh set of attempts, due now."""
 
-        def act(job: Job) -> OperatorResult | None:
+        def act(job: Job) -> OperatorResult | Lost:
             sets = {
                 "worker_id": UNCLAIMED_WORKER,
                 "retry_count": 0,
@@ -526,62 +516,45 @@ class JobQueue:
                 "error_message": None,
                 "run_after": None,
             }
-            ok = self._status_write(job, "retry", Status.PENDING, sets)
-            return OperatorResult(job_id, "retry", Status.PENDING) if ok else None
+            return self._status_write(job, "retry", Status.PENDING, sets)
 
         return self._operator(job_id, act)
 
-    def _operator(self, job_id: str, act: Callable[[Job], OperatorResult | None]) -> OperatorResult:
+    def _operator(self, job_id: str, act: Callable[[Job], OperatorResult | Lost]) -> OperatorResult:
         """Read, decide, write conditionally; re-read when the job moved in between (a few times)."""
         for attempt in range(5):
             job = self.get(job_id)
             if job is None:
-                raise KeyError(job_id)
+                raise JobNotFound(job_id)
             result = act(job)
-            if result is not None:
+            if not isinstance(result, Lost):
                 return result
             time.sleep(0.05 * (attempt + 1))
-        raise RuntimeError(f"job {job_id} kept changing; try again")
+        raise JobChanging(f"job {job_id} kept changing; try again")
 
-    def _status_write(self, job: Job, name: str, target: Status, sets: Mapping[str, Any]) -> bool:
+    def _status_write(
+        self, job: Job, name: str, target: Status, sets: Mapping[str, Any]
+    ) -> OperatorResult | Lost:
         found = transition(name, job.status, target)
         assert found.guard is Guard.STATUS
-        expr = Expression()
-        expr.when(expr.one_of("status", sorted(found.sources)))
-        expr.when(expr.equals_or_missing("version", job.item.get("version")))
         now = format_timestamp(self._clock())
-        expr.set_many({**sets, "status": target.value, "updated_at": now, "version": (job.version or 0) + 1})
-        expr.remove("cancel_requested", "pause_requested")
-        return self._update(job.job_id, expr, return_values=False) is not None
+        values = {
+            **sets,
+            "status": target.value,
+            "updated_at": now,
+            "version": (job.version or 0) + 1,
+            **dict.fromkeys(REQUESTS),
+        }
+        change = Change(
+            set=values, when=(OneOf("status", tuple(sorted(found.sources))), as_observed(job.item, "version"))
+        )
+        written = self._store.update(job.job_id, change)
+        return written if isinstance(written, Lost) else OperatorResult(job.job_id, name, target)
 
-    def _request(self, job: Job, sets: Mapping[str, Any]) -> bool:
+    def _request(self, job: Job, action: str, sets: Mapping[str, Any]) -> OperatorResult | Lost:
         """Flag a request for the owner: no status change, so no version bump, but fenced on both."""
-        expr = Expression()
-        expr.when(expr.equals("status", job.status))
-        expr.when(expr.equals_or_missing("version", job.item.get("version")))
-        expr.set_many(sets)
-        return self._update(job.job_id, expr, return_values=False) is not None
-
-    # ---- plumbing --------------------------------------------------------------------------------
-
-    def _update(self, job_id: str, expr: Expression, *, return_values: bool) -> dict[str, Any] | None:
-        """One conditional UpdateItem; None when the condition failed (someone else won)."""
-        try:
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=to_item({"job_id": job_id}),
-                ReturnValues="ALL_NEW" if return_values else "NONE",
-                **expr.request(),
-            )
-        except Exception as exc:
-            if is_condition_failure(exc):
-                return None
-            raise
-        return from_item(response.get("Attributes", {})) if return_values else {}
-
-
-def _passed(moment: datetime | None, now: datetime, *, strictly: bool = False) -> bool:
-    """Unset counts as passed: a job without run_after is due, one without a lease is abandoned."""
-    if moment is None:
-        return True
-    return moment < now if strictly else moment <= now
+        change = Change(set=sets, when=(Equals("status", job.status), as_observed(job.item, "version")))
+        written = self._store.update(job.job_id, change)
+        if isinstance(written, Lost):
+            return written
+        return OperatorResult(job.job_id, action, job.status, requested=True)

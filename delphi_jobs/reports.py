@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delphi_jobs.dynamo import query_all, to_item, to_value
 from delphi_jobs.model import encode_json
 from delphi_jobs.tables import REPORT_ID_TIMESTAMP_INDEX
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ReportSection:
 
 
 class NarrativeReportStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -58,11 +61,13 @@ class NarrativeReportStore:
         """Every item of a report, through ``ReportIdTimestampIndex`` as the Polis server reads them."""
         return query_all(
             self._client,
-            TableName=self._table,
-            IndexName=REPORT_ID_TIMESTAMP_INDEX,
-            KeyConditionExpression="#r = :r",
-            ExpressionAttributeNames={"#r": "report_id"},
-            ExpressionAttributeValues={":r": to_value(report_id)},
+            {
+                "TableName": self._table,
+                "IndexName": REPORT_ID_TIMESTAMP_INDEX,
+                "KeyConditionExpression": "#r = :r",
+                "ExpressionAttributeNames": {"#r": "report_id"},
+                "ExpressionAttributeValues": {":r": to_value(report_id)},
+            },
         )
 
     def latest_run(self, report_id: str) -> dict[str, dict[str, Any]]:

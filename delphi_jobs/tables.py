@@ -7,12 +7,16 @@ mismatch is something for an operator to look at, not for a daemon to "fix".
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import error_code
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
 STATUS_CREATED_INDEX = "StatusCreatedIndex"
 CONVERSATION_INDEX = "ConversationIndex"
@@ -65,17 +69,21 @@ class TableSpec:
         return request
 
 
+JOB_INDEXES: tuple[tuple[str, Key], ...] = (
+    (STATUS_CREATED_INDEX, Key(("status", "S"), ("created_at", "S"))),
+    (CONVERSATION_INDEX, Key(("conversation_id", "S"), ("created_at", "S"))),
+    (JOB_TYPE_INDEX, Key(("job_type", "S"), ("priority", "N"))),
+    (WORKER_STATUS_INDEX, Key(("worker_id", "S"), ("status", "S"))),
+)
+"""The job table's GSIs (DESIGN 2.1); the stores read their key attributes from here."""
+
+
 def table_specs(settings: Settings) -> list[TableSpec]:
     return [
         TableSpec(
             settings.jobs_table,
             Key(("job_id", "S")),
-            (
-                (STATUS_CREATED_INDEX, Key(("status", "S"), ("created_at", "S"))),
-                (CONVERSATION_INDEX, Key(("conversation_id", "S"), ("created_at", "S"))),
-                (JOB_TYPE_INDEX, Key(("job_type", "S"), ("priority", "N"))),
-                (WORKER_STATUS_INDEX, Key(("worker_id", "S"), ("status", "S"))),
-            ),
+            JOB_INDEXES,
         ),
         TableSpec(
             settings.reports_table,
@@ -98,7 +106,7 @@ class TableOutcome:
     created: bool
 
 
-def _differences(spec: TableSpec, described: dict[str, Any]) -> list[str]:
+def _differences(spec: TableSpec, described: Mapping[str, Any]) -> list[str]:
     problems = []
     key_schema = described.get("KeySchema")
     if key_schema != spec.key.schema():
@@ -121,7 +129,7 @@ def _differences(spec: TableSpec, described: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _wait_active(client: Any, name: str, timeout: float) -> None:
+def _wait_active(client: DynamoDBClient, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         table = client.describe_table(TableName=name)["Table"]
@@ -136,14 +144,14 @@ def _wait_active(client: Any, name: str, timeout: float) -> None:
 
 
 def ensure_tables(
-    client: Any, specs: Iterable[TableSpec], *, wait_seconds: float = 120.0
+    client: DynamoDBClient, specs: Iterable[TableSpec], *, wait_seconds: float = 120.0
 ) -> list[TableOutcome]:
     """Create missing tables, verify existing ones, wait until all are ACTIVE."""
     outcomes: list[TableOutcome] = []
     problems: list[str] = []
     for spec in specs:
         try:
-            client.create_table(**spec.create_request())
+            client.create_table(**cast("CreateTableInputTypeDef", spec.create_request()))
             created = True
         except Exception as exc:
             if error_code(exc) != "ResourceInUseException":

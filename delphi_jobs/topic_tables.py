@@ -15,11 +15,14 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import query_all, to_item, to_value
 from delphi_jobs.model import parse_int
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 _LAYER_COLUMN = re.compile(r"^layer(\d+)_cluster_id$")
 _LAYER_IN_KEY = re.compile(r"layer(\d+)")
@@ -70,17 +73,19 @@ class TopicData:
 
 
 class TopicStore:
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
         self._client = client
         self._settings = settings
 
     def _query(self, table: str, conversation_id: str) -> Iterator[dict[str, Any]]:
         return query_all(
             self._client,
-            TableName=table,
-            KeyConditionExpression="#c = :c",
-            ExpressionAttributeNames={"#c": "conversation_id"},
-            ExpressionAttributeValues={":c": to_value(conversation_id)},
+            {
+                "TableName": table,
+                "KeyConditionExpression": "#c = :c",
+                "ExpressionAttributeNames": {"#c": "conversation_id"},
+                "ExpressionAttributeValues": {":c": to_value(conversation_id)},
+            },
         )
 
     def load(self, conversation_id: str) -> TopicData:

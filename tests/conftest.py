@@ -17,6 +17,8 @@ from delphi_jobs.devtools.moto_server import MotoServer
 from delphi_jobs.devtools.postgres_server import EmbeddedPostgres, create_polis_schema
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
+from delphi_jobs.store import JobStore, open_store
+from delphi_jobs.store.memory import MemoryJobStore
 from delphi_jobs.tables import ensure_tables, table_specs
 
 # No test may pick up real credentials or a real endpoint from the developer's environment.
@@ -84,9 +86,19 @@ def client(settings: Settings) -> Any:
     return make_client(settings)
 
 
+@pytest.fixture(params=["memory", "moto", "ddblocal"])
+def store(request: pytest.FixtureRequest) -> JobStore:
+    """The JobStore on every backend: the shared lifecycle suite holds them to one behaviour."""
+    if request.param == "memory":
+        return MemoryJobStore("Delphi_JobQueue")
+    settings = fresh_settings(str(request.getfixturevalue(f"{request.param}_endpoint")))
+    ensure_tables(make_client(settings), table_specs(settings))
+    return open_store(settings)
+
+
 @pytest.fixture
-def queue(settings: Settings, client: Any) -> JobQueue:
-    return JobQueue(client, settings.jobs_table)
+def queue(store: JobStore) -> JobQueue:
+    return JobQueue(store)
 
 
 @pytest.fixture(scope="session")

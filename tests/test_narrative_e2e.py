@@ -22,12 +22,13 @@ from delphi_jobs.devtools.pipeline.run import run_pipeline
 from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import default_registry
-from delphi_jobs.handlers.narrative_services import NarrativeServices
-from delphi_jobs.model import Job, encode_json, format_timestamp, utcnow
+from delphi_jobs.handlers.narrative_services import NarrativeServices, Submission
+from delphi_jobs.model import Job, format_timestamp, utcnow
 from delphi_jobs.poller import Poller
-from delphi_jobs.queue import JobQueue
+from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.states import TERMINAL, Status
+from delphi_jobs.store import Lost, open_store
 from tests.conftest import new_polis_database
 from tests.pollers import poller_env, start_poller, wait_for
 
@@ -83,8 +84,8 @@ def drain(settings: Settings, queue: JobQueue, job_ids: list[str], timeout: floa
         claimed = False
         for job in queue.find_candidates():
             claim = queue.claim(job, "test-worker", settings.lease_seconds)
-            if claim:
-                poller.process(queue, claim)
+            if isinstance(claim, Claim):
+                poller.executor.run(claim)
                 claimed = True
                 break
         if not claimed:
@@ -118,7 +119,7 @@ def narrate(env: Settings, queue: JobQueue) -> tuple[str, Job]:
 
 
 def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
     parent = queue.get(parent_id)
@@ -152,7 +153,7 @@ def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) 
 
 
 def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     _, checker = narrate(env, queue)
     checker_id = checker.job_id
     store = NarrativeReportStore(make_client(env), env.reports_table)
@@ -169,7 +170,7 @@ def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: Fak
 
 
 def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.result_outcome(
         lambda cid: cid.endswith("global_uncertainty"), "errored", error_type="overloaded_error"
     )
@@ -191,7 +192,7 @@ def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic)
 def test_malformed_line_is_counted_and_its_request_reported_missing(
     env: Settings, fake: FakeAnthropic
 ) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.malformed_line()
     _, checker = narrate(env, queue)
     assert checker.status == "COMPLETED"
@@ -203,7 +204,7 @@ def test_malformed_line_is_counted_and_its_request_reported_missing(
 
 
 def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.result_outcome(lambda cid: True, "errored", error_type="invalid_request_error")
     parent_id, checker = narrate(env, queue)
     assert checker.status == "FAILED"
@@ -213,7 +214,7 @@ def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic
 
 
 def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.end_after_seconds = 1.5
     _, checker = narrate(env, queue)
     assert checker.status == "COMPLETED"
@@ -223,7 +224,7 @@ def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: 
 
 
 def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.fail_next(429, retry_after=0.1, path_contains="/v1/messages/batches/msgbatch")
     fake.fail_next(529, path_contains="/v1/messages/batches/msgbatch")
     _, checker = narrate(env, queue)
@@ -231,7 +232,7 @@ def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic
 
 
 def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.fail_next(500, path_contains="/v1/messages/batches")
     parent_id = submit_narrative(env)
     run_once(env, queue, parent_id)
@@ -247,7 +248,7 @@ def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fa
 
 def test_lost_create_response_adopts_the_batch(env: Settings, fake: FakeAnthropic) -> None:
     """The create is applied but its response is lost: the next run adopts it, no second batch."""
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.fail_next(500, path_contains="/v1/messages/batches", after_processing=True)
     parent_id = submit_narrative(env)
     run_once(env, queue, parent_id)
@@ -267,8 +268,8 @@ def run_once(env: Settings, queue: JobQueue, job_id: str) -> None:
     job = queue.get(job_id)
     assert job is not None
     claim = queue.claim(job, "test-worker", env.lease_seconds)
-    assert claim is not None
-    Poller(env, default_registry(env)).process(queue, claim)
+    assert isinstance(claim, Claim)
+    Poller(env, default_registry(env), queue=queue).executor.run(claim)
 
 
 def due_now(env: Settings, job_id: str) -> None:
@@ -290,32 +291,31 @@ def sdk_batch(fake: FakeAnthropic, requests: int) -> str:
     return batch.id
 
 
-def _crash_with(env: Settings, queue: JobQueue, parent_id: str, attributes: dict[str, Any]) -> None:
-    """A poller that claimed the job, wrote ``attributes`` and died: its lease simply runs out."""
+def _crash_with(env: Settings, queue: JobQueue, parent_id: str, state: Submission) -> None:
+    """A poller that claimed the job, wrote ``state`` and died: its lease simply runs out."""
     job = queue.get(parent_id)
     assert job is not None
     claim = queue.claim(job, "dead-worker", 0.2)
-    assert claim is not None
-    if attributes:
-        assert queue.heartbeat(claim, 0.2, attributes=attributes) is not None
+    assert isinstance(claim, Claim)
+    assert not isinstance(queue.heartbeat(claim, 0.2, state=state), Lost)
     time.sleep(0.4)
 
 
 def test_crash_before_submit_submits_once(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     parent_id = submit_narrative(env)
-    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": 99})
-    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    marker = {"started_at": format_timestamp(utcnow()), "requests": 99}
+    _crash_with(env, queue, parent_id, Submission(batch_submission=marker))
     drain(env, queue, [parent_id])
     assert queue.get(parent_id).status == "COMPLETED"  # type: ignore[union-attr]
     assert fake.create_calls == 1
 
 
 def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     parent_id = submit_narrative(env)
     batch_id = sdk_batch(fake, 3)
-    _crash_with(env, queue, parent_id, {"batch_id": batch_id, "model": MODEL})
+    _crash_with(env, queue, parent_id, Submission(batch_id=batch_id, model=MODEL))
     calls = fake.create_calls
     drain(env, queue, [parent_id])
     parent = queue.get(parent_id)
@@ -324,16 +324,16 @@ def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake:
 
 
 def test_ambiguous_interrupted_submission_fails_without_paying(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     probe_id = submit_narrative(env)
     drain(env, queue, [probe_id])
     probe = queue.get(probe_id)
     assert probe is not None
     requests = len(json.loads(str(probe.item["section_map"])))
     parent_id = submit_narrative(env)
-    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": requests})
+    marker = {"started_at": format_timestamp(utcnow()), "requests": requests}
     first, second = sdk_batch(fake, requests), sdk_batch(fake, requests)
-    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    _crash_with(env, queue, parent_id, Submission(batch_submission=marker))
     calls = fake.create_calls
     drain(env, queue, [parent_id])
     parent = queue.get(parent_id)
@@ -347,7 +347,7 @@ def test_kill_9_during_create_then_recovery_pays_once(
     env: Settings, fake: FakeAnthropic, tmp_path: Any
 ) -> None:
     """A real poller dies (kill -9) while its create is in flight; the next poller adopts the batch."""
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.slow_next_create(3.0)
     parent_id = submit_narrative(env)
     extra = {
@@ -373,7 +373,7 @@ def test_kill_9_during_create_then_recovery_pays_once(
 
 
 def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     no_key = dataclasses.replace(env, anthropic_api_key=None)
     job_id = submit_narrative(env)
     drain(no_key, queue, [job_id])
@@ -401,7 +401,7 @@ def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake:
 
 
 def test_cancel_waiting_checker_cancels_the_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.end_after_seconds = 60
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
@@ -422,7 +422,7 @@ def test_stream_cut_between_results_is_finished_later_without_duplicates(
 ) -> None:
     """The results stream breaks halfway (as if the checker died between results): the checker
     re-checks, processes the batch again, and every section is stored exactly once."""
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.cut_results()
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
@@ -443,7 +443,7 @@ def test_stream_cut_between_results_is_finished_later_without_duplicates(
 def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, fake: FakeAnthropic) -> None:
     """Recovery adopted a batch of the same size that was someone else's: its results do not match our
     section map, so nothing is stored under our report and the checker fails, saying why."""
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     probe_id, _ = narrate(env, queue)
     probe = queue.get(probe_id)
     assert probe is not None
@@ -455,9 +455,9 @@ def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, f
     before = len(list(store.items_for_report(REPORT)))
 
     parent_id = submit_narrative(env)
-    marker = encode_json({"started_at": format_timestamp(utcnow()), "requests": requests})
+    marker = {"started_at": format_timestamp(utcnow()), "requests": requests}
     foreign = sdk_batch(fake, requests)
-    _crash_with(env, queue, parent_id, {"batch_submission": marker})
+    _crash_with(env, queue, parent_id, Submission(batch_submission=marker))
     drain(env, queue, [parent_id])
     parent = queue.get(parent_id)
     assert parent is not None and parent.batch_id == foreign
@@ -469,7 +469,7 @@ def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, f
 
 
 def test_cancel_pending_checker_cancels_its_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(make_client(env), env.jobs_table)
+    queue = JobQueue(open_store(env))
     fake.end_after_seconds = 60
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
@@ -487,7 +487,7 @@ def test_checker_gives_up_after_30_hours(env: Settings) -> None:
     day_and_more = 31 * 3600
     with FakeAnthropic(end_after_seconds=48 * 3600, clock=lambda: time.time() - day_and_more) as old:
         settings = dataclasses.replace(env, anthropic_base_url=old.base_url)
-        queue = JobQueue(make_client(settings), settings.jobs_table)
+        queue = JobQueue(open_store(settings))
         _, checker = narrate(settings, queue)
     assert checker.status == "FAILED"
     assert "gave up" in str(checker.error_message) and "in_progress" in str(checker.error_message)

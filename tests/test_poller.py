@@ -15,6 +15,7 @@ from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
+from delphi_jobs.store import open_store
 from tests.pollers import alive, pids, poller_env, run_command, runs, start_poller, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -29,7 +30,7 @@ def state(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def queue(moto_settings: Settings) -> JobQueue:
-    return JobQueue(make_client(moto_settings), moto_settings.jobs_table)
+    return JobQueue(open_store(moto_settings))
 
 
 def insert(queue: JobQueue, settings: Settings, record: dict[str, Any]) -> str:

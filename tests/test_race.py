@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from delphi_jobs.config import Settings
-from delphi_jobs.dynamo import make_client
 from delphi_jobs.queue import JobQueue
+from delphi_jobs.store import open_store
 
 WORKER = Path(__file__).parent / "helpers" / "claim_worker.py"
 
 
 @pytest.mark.chaos
 def test_eight_processes_claim_each_job_once(settings: Settings, tmp_path: Path) -> None:
-    queue = JobQueue(make_client(settings), settings.jobs_table)
+    queue = JobQueue(open_store(settings))
     jobs = {f"race-{i:03d}" for i in range(60)}
     for job_id in sorted(jobs):
         queue.enqueue({"job_id": job_id, "conversation_id": "1"})

@@ -33,6 +33,7 @@ from delphi_jobs.poller import Poller
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.states import TERMINAL, Status
+from delphi_jobs.store import open_store
 
 REPORT_ID = "r_demo_report"
 DEMO_MODEL = "claude-sonnet-4-5"
@@ -152,7 +153,7 @@ def run_demo(options: DemoOptions, base: Settings, out: IO[str] = sys.stdout) ->
         thread = threading.Thread(target=poller.run, name="demo-poller", daemon=True)
         thread.start()
         client = make_client(settings)
-        queue = JobQueue(client, settings.jobs_table)
+        queue = JobQueue(open_store(settings))
         view = _View(out)
         deadline = time.monotonic() + options.timeout
         jobs: list[Job] = []

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Recheck, Stopped, StopReason
-from delphi_jobs.handlers.narrative_services import GIVE_UP_HOURS, NarrativeServices, stored_section_map
+from delphi_jobs.handlers.narrative_services import GIVE_UP_HOURS, BatchCheck, NarrativeServices
 from delphi_jobs.model import AWAITING_NARRATIVE_BATCH, Job, JobValidationError, format_timestamp, utcnow
 from delphi_jobs.narrative.batch_client import BatchApiError, BatchClient, BatchInfo, ResultLine
 from delphi_jobs.reports import ReportSection
@@ -31,16 +32,13 @@ PROGRESS_EVERY = 10
 
 class AwaitingNarrativeBatchHandler:
     job_type = AWAITING_NARRATIVE_BATCH
+    state_type = BatchCheck
 
     def __init__(self, services: NarrativeServices) -> None:
         self._services = services
 
     def validate(self, job: Job) -> list[str]:
         problems = []
-        if not job.batch_id:
-            problems.append("batch_id: missing (the Anthropic msgbatch_ id to check)")
-        if not job.batch_job_id:
-            problems.append("batch_job_id: missing (the CREATE_NARRATIVE_BATCH job this checker reports to)")
         try:
             job.zid()
         except JobValidationError as exc:
@@ -50,16 +48,15 @@ class AwaitingNarrativeBatchHandler:
         return problems
 
     def run(self, ctx: JobContext) -> Outcome:
-        job = ctx.job
-        batch_id = str(job.batch_id)
+        state: BatchCheck = ctx.state
+        batch_id = str(state.batch_id)
         client = self._services.batches()
         if ctx.cancellation.reason == StopReason.CANCEL:
             return self._cancel_batch(ctx, client, batch_id)
-        checks = int(job.item.get("check_count") or 0)
         try:
             info = client.retrieve(batch_id)
         except BatchApiError as exc:
-            return self._api_trouble(ctx, exc, checks)
+            return self._api_trouble(ctx, exc, state)
         status = info.processing_status
         ctx.log.info(f"batch {batch_id} is {status}: {dict(info.request_counts)}")
         if status in ("in_progress", "canceling"):
@@ -68,15 +65,14 @@ class AwaitingNarrativeBatchHandler:
                 return Failed(f"gave up: batch {batch_id} still {status} {age} after its creation")
             if ctx.cancellation.reason == StopReason.CANCEL:  # asked while we were looking
                 return self._cancel_batch(ctx, client, batch_id)
-            delay = self._services.recheck_delay(checks)
             return Recheck(
-                utcnow() + timedelta(seconds=delay),
+                utcnow() + timedelta(seconds=self._services.recheck_delay(state.check_count)),
                 results={"batch_status": status, "request_counts": dict(info.request_counts)},
-                attributes={"check_count": checks + 1, "batch_status": status},
+                state=replace(state, check_count=state.check_count + 1, batch_status=status),
             )
         if status != "ended":
             return Failed(f"batch {batch_id} has an unknown processing_status {status!r}")
-        return self._store_results(ctx, client, info)
+        return self._store_results(ctx, client, info, replace(state, batch_status=status))
 
     def _cancel_batch(self, ctx: JobContext, client: BatchClient, batch_id: str) -> Outcome:
         try:
@@ -86,20 +82,25 @@ class AwaitingNarrativeBatchHandler:
             ctx.log.warning(f"cancel requested: cancelling batch {batch_id} failed ({exc}); it may still run")
         return Stopped("checker cancelled")
 
-    def _api_trouble(self, ctx: JobContext, exc: BatchApiError, checks: int) -> Outcome:
+    def _api_trouble(self, ctx: JobContext, exc: BatchApiError, state: BatchCheck) -> Outcome:
         if not exc.retryable:
             return Failed(str(exc))
         ctx.log.warning(f"{exc}; checking again later")
+        return self._later(state)
+
+    def _later(self, state: BatchCheck) -> Recheck:
         return Recheck(
-            utcnow() + timedelta(seconds=self._services.recheck_delay(checks)),
-            attributes={"check_count": checks + 1},
+            utcnow() + timedelta(seconds=self._services.recheck_delay(state.check_count)),
+            state=replace(state, check_count=state.check_count + 1),
         )
 
-    def _store_results(self, ctx: JobContext, client: BatchClient, info: BatchInfo) -> Outcome:
+    def _store_results(
+        self, ctx: JobContext, client: BatchClient, info: BatchInfo, state: BatchCheck
+    ) -> Outcome:
         job = ctx.job
         zid = job.zid()
         report_id = self._services.report_id_for(job)
-        section_map = stored_section_map(job)
+        section_map = state.section_map or {}
         if not section_map:
             ctx.log.warning(
                 "no section map on the job: section names fall back to the custom_id minus the zid"
@@ -124,13 +125,13 @@ class AwaitingNarrativeBatchHandler:
                 if n % PROGRESS_EVERY == 0:
                     ctx.progress("results", n / total)
         except BatchApiError as exc:
-            return self._api_trouble(ctx, exc, int(job.item.get("check_count") or 0))
+            return self._api_trouble(ctx, exc, state)
         except (BotoCoreError, ClientError) as exc:
             # Storing is idempotent (fixed timestamp per batch): try the whole batch again later.
             ctx.log.warning(f"storing results failed ({type(exc).__name__}: {exc}); checking again later")
             return Recheck(
                 utcnow() + timedelta(seconds=self._services.recheck_delay(0)),
-                attributes={"check_count": int(job.item.get("check_count") or 0) + 1},
+                state=replace(state, check_count=state.check_count + 1),
             )
         missing = sorted(set(section_map) - seen)
         if missing:
@@ -151,16 +152,17 @@ class AwaitingNarrativeBatchHandler:
             "errors": errors,
             "timestamp": timestamp,
         }
-        annotate = ((str(job.batch_job_id), {"narrative": summary}),)
+        annotate = ((str(state.batch_job_id), {"narrative": summary}),)
         if not stored:
             return Failed(
                 f"batch {info.id} ended with no section stored ({_count_text(summary)})",
                 results=summary,
+                state=state,
                 annotate=annotate,
             )
         ctx.log.info(f"Results stored in DynamoDB for conversation {zid}")
         ctx.log.info(f"stored {len(stored)} sections for report {report_id} ({_count_text(summary)})")
-        return Completed(results=summary, annotate=annotate)
+        return Completed(results=summary, state=state, annotate=annotate)
 
     def _record(
         self,
@@ -195,7 +197,7 @@ class AwaitingNarrativeBatchHandler:
             detail = f": {line.error_message}" if line.error_message else ""
             ctx.log.warning(f"section {section}: {line.type} ({line.error_type or '-'}){detail}")
             return None
-        model = line.model or str(ctx.job.model or "")
+        model = line.model or str(ctx.state.model or "")
         self._services.reports.put(
             ReportSection(
                 report_id=report_id,
@@ -203,7 +205,7 @@ class AwaitingNarrativeBatchHandler:
                 model=model,
                 timestamp=timestamp,
                 report_data=line.text,
-                job_id=str(ctx.job.batch_job_id),
+                job_id=str(ctx.state.batch_job_id),
                 batch_id=batch_id,
                 metadata={
                     "custom_id": line.custom_id,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from delphi_jobs.config import Settings
 from delphi_jobs.logs import JobLog, get_logger
-from delphi_jobs.model import Job
+from delphi_jobs.model import ChildJob, Job
 
 
 class StopReason:
@@ -25,8 +25,8 @@ class StopReason:
 class Cancellation:
     """Set by the poller (cancel or pause request, lost lease, shutdown); polled by handlers.
 
-    It also carries the lease deadline: past it, the flag reads as set (LEASE_LOST) without anyone
-    having to set it, so a handler stops in time even while a heartbeat call hangs (defect 2).
+    Like a context with a deadline: past ``expire_at``'s moment the flag reads as set with that reason
+    without anyone setting it, so a handler stops in time even while the thread that would set it hangs.
     """
 
     def __init__(self) -> None:
@@ -34,15 +34,16 @@ class Cancellation:
         self._reason: str | None = None
         self._detail = ""
         self._lock = threading.Lock()
-        self._deadline: float | None = None
+        self._deadline: tuple[float, str, str] | None = None
 
-    def renewed(self, deadline: float) -> None:
-        """The lease was renewed: the job may run until ``deadline`` (``time.monotonic()``)."""
-        self._deadline = deadline
+    def expire_at(self, deadline: float, reason: str, detail: str) -> None:
+        """Read as set with ``reason`` from ``deadline`` (``time.monotonic()``) on; replaces earlier ones."""
+        self._deadline = (deadline, reason, detail)
 
     def _check_deadline(self) -> None:
-        if self._deadline is not None and time.monotonic() >= self._deadline:
-            self.set(StopReason.LEASE_LOST, "no lease renewal for 2/3 of the lease")
+        deadline = self._deadline
+        if deadline is not None and time.monotonic() >= deadline[0]:
+            self.set(deadline[1], deadline[2])
 
     def set(self, reason: str, detail: str = "") -> None:
         with self._lock:
@@ -52,6 +53,7 @@ class Cancellation:
 
     @property
     def reason(self) -> str | None:
+        self._check_deadline()
         return self._reason
 
     @property
@@ -69,7 +71,8 @@ class Cancellation:
             left = end - time.monotonic()
             if left <= 0:
                 return False
-            limit = left if self._deadline is None else min(left, max(0.0, self._deadline - time.monotonic()))
+            deadline = self._deadline
+            limit = left if deadline is None else min(left, max(0.0, deadline[0] - time.monotonic()))
             self._event.wait(limit + 0.001)
         return True
 
@@ -81,12 +84,12 @@ class LeaseLost(Exception):
 @dataclass(frozen=True)
 class Completed:
     results: Mapping[str, Any] = field(default_factory=dict)
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    """Extra attributes written on the job with the final status (e.g. batch_id, model)."""
-    children: tuple[Mapping[str, Any], ...] = ()
-    """Job records created in the same transaction as the completion (e.g. a batch checker)."""
+    state: Any = None
+    """The handler's typed state to write with the final status (None: leave it as it is)."""
+    children: tuple[ChildJob, ...] = ()
+    """Follow-up jobs created in the same transaction as the completion (e.g. a batch checker)."""
     annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-    """(job_id, keys) merged into another job's job_results afterwards (a checker's parent)."""
+    """(job_id, keys) merged into another job's job_results before the final write (a checker's parent)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Failed:
     reason: str
     retryable: bool = False
     results: Mapping[str, Any] = field(default_factory=dict)
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = None
     annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
@@ -102,7 +105,7 @@ class Failed:
 class Recheck:
     at: datetime
     results: Mapping[str, Any] = field(default_factory=dict)
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,11 @@ class JobContext:
     log: JobLog
     """The job's own log: prefixed stdout lines and the ``logs`` attribute."""
     cancellation: Cancellation
-    checkpoint: Callable[[Mapping[str, Any]], None]
-    """Write attributes on the job now, fenced; raises LeaseLost when the job is no longer ours."""
+    checkpoint: Callable[[Any], None]
+    """Write the handler's typed state on the job now, fenced; raises LeaseLost when the job is no
+    longer ours. For what must be on the record before an external side effect."""
+    state: Any = None
+    """The handler's typed state as decoded from the job (None for handlers without one)."""
     logger: Any = field(default_factory=get_logger)
     """Structured logger bound to job_id, job_type and worker_id, for operational events."""
     _progress: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +149,10 @@ class JobContext:
 
 class Handler(Protocol):
     job_type: str
+
+    @property
+    def state_type(self) -> type[Any] | None:
+        """The dataclass of attributes this handler keeps on its job (model.py decodes and encodes it)."""
 
     def validate(self, job: Job) -> list[str]:
         """Problems that make the job impossible to run, each naming its field; [] when runnable."""

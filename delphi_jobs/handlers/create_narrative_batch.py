@@ -14,18 +14,18 @@ A paid batch must never be submitted twice by accident (defect 5). Before submit
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from delphi_jobs.handlers.base import Completed, Failed, JobContext, LeaseLost, Outcome, Stopped
-from delphi_jobs.handlers.narrative_services import NarrativeServices, stored_section_map
+from delphi_jobs.handlers.base import Completed, Failed, JobContext, LeaseLost, Outcome, Stopped, StopReason
+from delphi_jobs.handlers.narrative_services import BatchCheck, NarrativeServices, Submission
 from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
     CREATE_NARRATIVE_BATCH,
+    ChildJob,
     Job,
     JobValidationError,
-    encode_json,
     format_timestamp,
     parse_timestamp,
     utcnow,
@@ -35,7 +35,6 @@ from delphi_jobs.narrative.conversation import ConversationDataError, load_conve
 from delphi_jobs.narrative.prompts import batch_requests
 from delphi_jobs.narrative.sections import plan_sections
 
-MAX_TOKENS = 4096
 RECOVERY_SLACK = timedelta(minutes=2)
 
 
@@ -45,6 +44,7 @@ class AmbiguousSubmission(Exception):
 
 class CreateNarrativeBatchHandler:
     job_type = CREATE_NARRATIVE_BATCH
+    state_type = Submission
 
     def __init__(self, services: NarrativeServices) -> None:
         self._services = services
@@ -66,31 +66,43 @@ class CreateNarrativeBatchHandler:
         return problems
 
     def run(self, ctx: JobContext) -> Outcome:
-        if ctx.cancellation.is_set():
-            return Stopped("cancelled before submitting")
         job = ctx.job
-        model = str(self._services.model_for(job))
+        state: Submission = ctx.state
         client = self._services.batches()
-        section_map = stored_section_map(job)
-        batch_id = job.batch_id
-        if batch_id:
-            ctx.log.warning(f"batch {batch_id} was already submitted by an earlier run; handing over only")
-        else:
-            try:
-                requests, section_map = self._plan(ctx, model)
-            except ConversationDataError as exc:
-                return Failed(str(exc))
-            if not requests:
-                return Failed(f"no section of conversation {job.zid()} has comments to write about")
-            try:
-                batch_id = self._recover(ctx, client, len(requests))
-                if batch_id is None:
-                    batch_id = self._submit(ctx, client, requests, section_map, model)
-            except AmbiguousSubmission as exc:
-                return Failed(str(exc))
-            except BatchApiError as exc:
-                return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
-        return self._hand_over(ctx, batch_id, model, section_map)
+        if ctx.cancellation.is_set():
+            if ctx.cancellation.reason == StopReason.CANCEL and state.batch_id:
+                self._cancel_batch(ctx, client, state.batch_id)
+            return Stopped("stopped before handing over")
+        model = str(self._services.model_for(job))
+        if state.batch_id:
+            ctx.log.warning(
+                f"batch {state.batch_id} was already submitted by an earlier run; handing over only"
+            )
+            return self._hand_over(ctx, state)
+        try:
+            requests, section_map = self._plan(ctx, model)
+        except ConversationDataError as exc:
+            return Failed(str(exc))
+        if not requests:
+            return Failed(f"no section of conversation {job.zid()} has comments to write about")
+        try:
+            planned = replace(state, section_map=section_map, model=model)
+            state = self._recover(ctx, client, planned, len(requests)) or self._submit(
+                ctx, client, planned, requests
+            )
+        except AmbiguousSubmission as exc:
+            return Failed(str(exc))
+        except BatchApiError as exc:
+            return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
+        return self._hand_over(ctx, state)
+
+    @staticmethod
+    def _cancel_batch(ctx: JobContext, client: BatchClient, batch_id: str) -> None:
+        try:
+            client.cancel(batch_id)
+            ctx.log.warning(f"cancel requested: batch {batch_id} cancelled at Anthropic")
+        except BatchApiError as exc:
+            ctx.log.warning(f"cancel requested: cancelling batch {batch_id} failed ({exc}); it may still run")
 
     def _plan(self, ctx: JobContext, model: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
         job = ctx.job
@@ -111,13 +123,15 @@ class CreateNarrativeBatchHandler:
         for skipped in plan.skipped:
             ctx.log.info(f"section skipped: {skipped}")
         ctx.progress("plan", 1.0, f"{len(plan.sections)} sections from {len(data.comments)} comments")
-        return batch_requests(data, plan, model=model, max_tokens=MAX_TOKENS), plan.section_map
+        return batch_requests(data, plan, model=model), plan.section_map
 
-    def _recover(self, ctx: JobContext, client: BatchClient, request_count: int) -> str | None:
-        marker_raw = ctx.job.item.get("batch_submission")
-        if not marker_raw:
+    def _recover(
+        self, ctx: JobContext, client: BatchClient, state: Submission, request_count: int
+    ) -> Submission | None:
+        """After an interrupted submission: the batch it created, adopted; None when there is none."""
+        marker = state.batch_submission
+        if not marker:
             return None
-        marker = json.loads(str(marker_raw))
         started = parse_timestamp(marker.get("started_at"), "batch_submission.started_at") or utcnow()
         recent, complete = client.created_since(started - RECOVERY_SLACK)
         candidates = [b for b in recent if b.total_requests == request_count]
@@ -134,8 +148,9 @@ class CreateNarrativeBatchHandler:
             ctx.log.warning(
                 f"adopting batch {candidates[0].id}, created by an interrupted earlier submission"
             )
-            ctx.checkpoint({"batch_id": candidates[0].id})
-            return candidates[0].id
+            adopted = replace(state, batch_id=candidates[0].id)
+            ctx.checkpoint(adopted)
+            return adopted
         ids = ", ".join(b.id for b in candidates)
         raise AmbiguousSubmission(
             f"an earlier submission was interrupted and {len(candidates)} batches of {request_count} "
@@ -147,17 +162,19 @@ class CreateNarrativeBatchHandler:
         self,
         ctx: JobContext,
         client: BatchClient,
+        state: Submission,
         requests: list[dict[str, Any]],
-        section_map: dict[str, str],
-        model: str,
-    ) -> str:
+    ) -> Submission:
+        """Marker first (fenced), then the paid call, then the id: see the module docstring."""
         marker = {"started_at": format_timestamp(utcnow()), "requests": len(requests)}
-        ctx.checkpoint({"batch_submission": encode_json(marker), "section_map": encode_json(section_map)})
-        ctx.progress("submit", 0.0, f"submitting {len(requests)} requests to model {model}")
+        state = replace(state, batch_submission=marker)
+        ctx.checkpoint(state)
+        ctx.progress("submit", 0.0, f"submitting {len(requests)} requests to model {state.model}")
         info = client.create(requests)
         ctx.log.info(f"submitted batch {info.id} with {len(requests)} requests")
+        state = replace(state, batch_id=info.id)
         try:
-            ctx.checkpoint({"batch_id": info.id, "model": model})
+            ctx.checkpoint(state)
         except LeaseLost:
             raise
         except Exception as exc:
@@ -165,31 +182,35 @@ class CreateNarrativeBatchHandler:
             ctx.log.warning(
                 f"could not record batch_id before the hand-over ({type(exc).__name__}); going on"
             )
-        return info.id
+        return state
 
-    def _hand_over(self, ctx: JobContext, batch_id: str, model: str, section_map: dict[str, str]) -> Outcome:
+    def _hand_over(self, ctx: JobContext, state: Submission) -> Outcome:
         job = ctx.job
+        batch_id = str(state.batch_id)
+        model = state.model or str(self._services.model_for(job))
+        section_map = state.section_map or {}
         now = utcnow()
-        first_check = format_timestamp(now + timedelta(seconds=self._services.recheck_delay(0)))
+        first_check = now + timedelta(seconds=self._services.recheck_delay(0))
         report_id = self._services.report_id_for(job)
         checker_id = f"batch_check_{job.job_id}_{int(now.timestamp())}"
-        checker = {
-            "job_id": checker_id,
-            "job_type": AWAITING_NARRATIVE_BATCH,
-            "conversation_id": job.conversation_id,
-            "report_id": report_id,
-            "batch_id": batch_id,
-            "batch_job_id": job.job_id,
-            "model": model,
-            "priority": job.priority,
-            "section_map": encode_json(section_map),
-            # next_check_at for readers; run_after is what makes a PENDING job due for our pollers.
-            "next_check_at": first_check,
-            "run_after": first_check,
-            "job_config": {"job_type": AWAITING_NARRATIVE_BATCH, "report_id": report_id, "model": model},
-            "created_by": "delphi-jobs",
-        }
-        ctx.log.info(f"checker {checker_id} will first look at batch {batch_id} at {first_check}")
+        checker = ChildJob(
+            job_id=checker_id,
+            job_type=AWAITING_NARRATIVE_BATCH,
+            due_at=first_check,
+            state=BatchCheck(
+                batch_id=batch_id, batch_job_id=job.job_id, model=model, section_map=section_map
+            ),
+            fields={
+                "conversation_id": job.conversation_id,
+                "report_id": report_id,
+                "priority": job.priority,
+                "job_config": {"job_type": AWAITING_NARRATIVE_BATCH, "report_id": report_id, "model": model},
+                "created_by": "delphi-jobs",
+            },
+        )
+        ctx.log.info(
+            f"checker {checker_id} will first look at batch {batch_id} at {format_timestamp(first_check)}"
+        )
         return Completed(
             results={
                 "batch_id": batch_id,
@@ -198,6 +219,6 @@ class CreateNarrativeBatchHandler:
                 "sections": len(section_map),
                 "report_id": report_id,
             },
-            attributes={"batch_id": batch_id, "model": model, "section_map": encode_json(section_map)},
+            state=replace(state, batch_id=batch_id, model=model, section_map=section_map),
             children=(checker,),
         )

@@ -33,6 +33,7 @@ TAIL_LINES = 8
 
 class FullPipelineHandler:
     job_type = FULL_PIPELINE
+    state_type = None
 
     def validate(self, job: Job) -> list[str]:
         problems = []

@@ -3,7 +3,6 @@ for which model and report id a job means. Built once per poller from the settin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +10,38 @@ from typing import Any
 from delphi_jobs import polisdb
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.model import Job, JobValidationError
+from delphi_jobs.model import Job, count_field, document_field, string_map_field, text_field
 from delphi_jobs.narrative.batch_client import BatchClient
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.topic_tables import TopicStore
 
 MAX_RECHECK_SECONDS = 600.0
 GIVE_UP_HOURS = 30.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    """On a CREATE_NARRATIVE_BATCH job: what it keeps across runs so a paid batch is never submitted
+    twice (see create_narrative_batch.py)."""
+
+    batch_submission: dict[str, Any] | None = document_field()
+    """``{"started_at", "requests"}``, written (fenced) just before the batch is created."""
+    section_map: dict[str, str] | None = string_map_field()
+    """custom_id -> section name, never re-derived from the ids."""
+    batch_id: str | None = text_field(external=True)
+    model: str | None = text_field()
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """On an AWAITING_NARRATIVE_BATCH job: which batch to check, for whom, and how often it was."""
+
+    batch_id: str | None = text_field(required="the Anthropic msgbatch_ id to check", external=True)
+    batch_job_id: str | None = text_field(required="the CREATE_NARRATIVE_BATCH job this checker reports to")
+    model: str | None = text_field()
+    section_map: dict[str, str] | None = string_map_field()
+    check_count: int = count_field()
+    batch_status: str | None = text_field()
 
 
 @dataclass(frozen=True)
@@ -59,15 +83,3 @@ class NarrativeServices:
         """From DELPHI_BATCH_RECHECK_SECONDS, doubling per check, capped at 10 minutes."""
         base = self.settings.batch_recheck_seconds
         return float(min(MAX_RECHECK_SECONDS, base * 2 ** max(0, checks_done)))
-
-
-def stored_section_map(job: Job) -> dict[str, str]:
-    """The custom_id -> section map the CREATE job recorded; never re-derived from the ids."""
-    raw = job.item.get("section_map")
-    if not raw:
-        return {}
-    try:
-        value = json.loads(str(raw))
-    except json.JSONDecodeError:
-        raise JobValidationError("section_map", "malformed JSON") from None
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -7,17 +7,13 @@ import time
 from pathlib import Path
 
 from delphi_jobs.config import Settings
-from delphi_jobs.dynamo import make_client
-from delphi_jobs.queue import JobQueue
+from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
+from delphi_jobs.store import open_store
 
 
 def main(endpoint: str, prefix: str, worker_id: str, out: str, start_flag: str) -> None:
-    queue = JobQueue(
-        make_client(Settings(endpoint_url=endpoint, table_prefix=prefix)),
-        Settings(table_prefix=prefix).jobs_table,
-        page_size=10,
-    )
+    queue = JobQueue(open_store(Settings(endpoint_url=endpoint, table_prefix=prefix)), page_size=10)
     while not Path(start_flag).exists():
         time.sleep(0.01)
     idle = 0
@@ -27,10 +23,12 @@ def main(endpoint: str, prefix: str, worker_id: str, out: str, start_flag: str) 
             idle = idle + 1 if not candidates else 0
             for job in candidates:
                 claim = queue.claim(job, worker_id, 60)
-                if claim is None:
+                if not isinstance(claim, Claim):
                     continue
                 print(job.job_id, file=sink, flush=True)
-                assert queue.finish(claim, Status.COMPLETED, results={"worker": worker_id})
+                assert (
+                    queue.finish(claim, Status.COMPLETED, results={"worker": worker_id}) == Status.COMPLETED
+                )
                 break
 
 

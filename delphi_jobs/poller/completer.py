@@ -1,0 +1,141 @@
+"""The completer: turns a handler's outcome into the one fenced write that ends a run.
+
+A finished job's outcome must not be dropped on a transient DynamoDB error (a four-hour pipeline would
+run again): writes that fail with StoreUnavailable are retried with backoff for up to 2/3 of the lease,
+while the lease keeper goes on renewing the lease. The fence decides in the end: a write after the job
+changed hands is refused, never forced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from delphi_jobs.handlers.base import Cancellation, Completed, Failed, Outcome, Recheck, Stopped, StopReason
+from delphi_jobs.logs import JobLog
+from delphi_jobs.model import format_timestamp
+from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.states import Status
+from delphi_jobs.store import Lost, StoreUnavailable
+
+
+class Completer:
+    def __init__(self, queue: JobQueue, lease_seconds: float) -> None:
+        self._queue = queue
+        self._patience = lease_seconds * 2 / 3
+
+    def _persist(self, write: Callable[[], Status | Lost], log: Any) -> Status | Lost:
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            stop=stop_after_delay(self._patience),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            before_sleep=lambda state: log.warning(
+                "outcome write failed; retrying",
+                error=str(state.outcome.exception()) if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        return retrying(write)
+
+    def complete(
+        self, claim: Claim, outcome: Outcome, job_log: JobLog, cancellation: Cancellation, log: Any
+    ) -> Status | None:
+        """The status written, or None when nothing could be written (the job changed hands)."""
+        reason = cancellation.reason
+        if isinstance(outcome, Stopped) and reason == StopReason.LEASE_LOST:
+            log.warning("lease lost: the job belongs to another worker now; writing nothing")
+            return None
+        if isinstance(outcome, Completed | Failed):
+            # Before the final write: if we die in between, the re-run writes the same notes again.
+            for other_id, keys in outcome.annotate:
+                if not self._persist(partial(self._annotate, other_id, keys), log):
+                    log.warning("could not annotate a related job: it does not exist", related_job=other_id)
+        level, note, write = self._plan(claim, outcome, job_log, cancellation)
+        job_log.add(level, note)
+        written = self._persist(write, log)
+        if isinstance(written, Lost):
+            log.warning("outcome not written: the job changed hands first", outcome=type(outcome).__name__)
+            return None
+        log.info("job finished", status=str(written))
+        return written
+
+    def _annotate(self, job_id: str, keys: Any) -> Status | Lost:
+        return Status.COMPLETED if self._queue.merge_results(job_id, keys) else Lost(None)
+
+    def _plan(
+        self, claim: Claim, outcome: Outcome, job_log: JobLog, cancellation: Cancellation
+    ) -> tuple[str, str, Callable[[], Status | Lost]]:
+        """The job log line for this outcome and the write that records it (retried as a whole)."""
+        queue = self._queue
+        match outcome:
+            case Stopped() if cancellation.reason == StopReason.CANCEL:
+                message = f"cancelled: {cancellation.detail}"
+                return (
+                    "WARNING",
+                    message,
+                    lambda: queue.finish(
+                        claim, Status.CANCELLED, error_message=message, logs=job_log.snapshot()
+                    ),
+                )
+            case Stopped() if cancellation.reason == StopReason.PAUSE:
+                return (
+                    "WARNING",
+                    f"paused: {cancellation.detail}",
+                    lambda: queue.finish(claim, Status.PAUSED, logs=job_log.snapshot()),
+                )
+            case Stopped():
+                return (
+                    "WARNING",
+                    "handed back to PENDING (poller shutting down); no attempt consumed",
+                    lambda: queue.release(
+                        claim, reason=cancellation.detail or "stopped", logs=job_log.snapshot()
+                    ),
+                )
+            case Completed():
+                return (
+                    "INFO",
+                    "completed",
+                    lambda: queue.finish(
+                        claim,
+                        Status.COMPLETED,
+                        results=outcome.results,
+                        logs=job_log.snapshot(),
+                        state=outcome.state,
+                        children=outcome.children,
+                    ),
+                )
+            case Recheck():
+                return (
+                    "INFO",
+                    f"re-check scheduled at {format_timestamp(outcome.at)}",
+                    lambda: queue.schedule_recheck(
+                        claim,
+                        outcome.at,
+                        results=outcome.results,
+                        logs=job_log.snapshot(),
+                        state=outcome.state,
+                    ),
+                )
+            case Failed() if outcome.retryable:
+                return (
+                    "ERROR",
+                    outcome.reason,
+                    lambda: queue.retry_later(claim, error=outcome.reason, logs=job_log.snapshot()),
+                )
+            case Failed():
+                return (
+                    "ERROR",
+                    outcome.reason,
+                    lambda: queue.finish(
+                        claim,
+                        Status.FAILED,
+                        error_message=outcome.reason,
+                        results=outcome.results,
+                        logs=job_log.snapshot(),
+                        state=outcome.state,
+                    ),
+                )
+        raise TypeError(f"unknown outcome {outcome!r}")

@@ -1,0 +1,76 @@
+"""The lease keeper: renews a running job's lease, flushes its logs and progress, relays requests.
+
+It renews every third of the lease. Each renewal lets the job run until 2/3 of a lease after the
+attempt; the remaining third covers the kill grace, so the job is stopped before another worker can
+reclaim it, even while a heartbeat call hangs (defect 2). A heartbeat that loses its fence means the job
+belongs to another worker now: the job is stopped and writes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from delphi_jobs.handlers.base import Cancellation, JobContext, LeaseLost, StopReason
+from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.store import Lost, StoreError
+
+
+class LeaseKeeper:
+    def __init__(self, queue: JobQueue, claim: Claim, lease_seconds: float, log: Any) -> None:
+        self._queue = queue
+        self._claim = claim
+        self._lease = lease_seconds
+        self._log = log
+        self._stop = threading.Event()
+        self._ctx: JobContext | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{claim.job.short_id}", daemon=True)
+        self.cancellation = Cancellation()
+
+    def _renewed(self, attempted: float) -> None:
+        self.cancellation.expire_at(
+            attempted + self._lease * 2 / 3, StopReason.LEASE_LOST, "no lease renewal for 2/3 of the lease"
+        )
+
+    def start(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+        self._renewed(time.monotonic())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._lease)
+
+    def checkpoint(self, state: Any) -> None:
+        """Write the handler's state on the job now, fenced; LeaseLost when the job is not ours."""
+        attempted = time.monotonic()
+        fresh = self._queue.heartbeat(self._claim, self._lease, state=state)
+        if isinstance(fresh, Lost):
+            self.cancellation.set(StopReason.LEASE_LOST, "checkpoint write lost its fence")
+            raise LeaseLost(self._claim.job.job_id)
+        self._renewed(attempted)
+
+    def _loop(self) -> None:
+        assert self._ctx is not None
+        while not self._stop.wait(self._lease / 3):
+            attempted = time.monotonic()
+            try:
+                fresh = self._queue.heartbeat(
+                    self._claim,
+                    self._lease,
+                    logs=self._ctx.log.snapshot(),
+                    progress=self._ctx.progress_snapshot(),
+                )
+            except StoreError as exc:
+                self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if isinstance(fresh, Lost):
+                self.cancellation.set(StopReason.LEASE_LOST, "heartbeat lost its fence")
+                return
+            self._renewed(attempted)
+            if fresh.cancel_requested:
+                self.cancellation.set(StopReason.CANCEL, fresh.cancel_requested)
+            elif fresh.pause_requested:
+                self.cancellation.set(StopReason.PAUSE, fresh.pause_requested)

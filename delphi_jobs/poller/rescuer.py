@@ -1,0 +1,47 @@
+"""The rescuer: finds jobs whose owner stopped renewing its lease, and decides when to stop rescuing.
+
+Abandoned PROCESSING jobs are rare, so they are looked for on their own cadence (half a lease, at most
+30 s) rather than on every poll: a job can only be rescued once its lease has run out, so looking more
+often would buy nothing. A job whose owners died this many times in a row is failed instead of run again
+(it probably kills its poller, e.g. by running out of memory).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from delphi_jobs.model import Job
+from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.states import Status
+
+MAX_RECLAIMS = 3
+MAX_RESCUE_INTERVAL = 30.0
+
+
+def poison_reason(claim: Claim) -> str | None:
+    job = claim.job
+    if claim.reclaimed and job.reclaim_count > MAX_RECLAIMS:
+        return (
+            f"abandoned {job.reclaim_count} times by workers that died or stalled while running it "
+            "(a job that kills its poller, e.g. by running out of memory?); not run again"
+        )
+    return None
+
+
+class Rescuer:
+    def __init__(
+        self, queue: JobQueue, lease_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._queue = queue
+        self.interval = min(MAX_RESCUE_INTERVAL, lease_seconds / 2)
+        self._clock = clock
+        self._next = 0.0
+
+    def abandoned(self) -> list[Job]:
+        """Jobs to reclaim, when a look is due; [] between looks."""
+        now = self._clock()
+        if now < self._next:
+            return []
+        self._next = now + self.interval
+        return self._queue.find_due(Status.PROCESSING)
