@@ -159,7 +159,7 @@ class Producer:
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
         # Several pollers see the same page: shuffle the best few so they spread out instead of all
         # racing for the first one.
-        top = max(2, self._settings.max_workers)
+        top = self._settings.max_workers
         return random.sample(found[:top], len(found[:top])) + found[top:]
 
     def _note_lost(self, job: Job, lost: Lost) -> None:
