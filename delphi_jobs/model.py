@@ -25,6 +25,7 @@ DEFAULT_PRIORITY = 50
 DEFAULT_TIMEOUT_SECONDS = 3600
 DEFAULT_MAX_RETRIES = 3
 MAX_LOG_ENTRIES = 50
+MAX_HISTORY_EVENTS = 100
 UNCLAIMED_WORKER = "none"
 _S = TypeVar("_S")
 
@@ -160,6 +161,20 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class HistoryEvent:
+    """One transition of a job: when, from which status to which, by whom (worker or operator), why."""
+
+    at: str
+    to: str
+    by: str
+    source: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"at": self.at, "from": self.source, "to": self.to, "by": self.by, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Job:
     """A parsed job record. ``item`` keeps the record as read, for conditions on observed values."""
 
@@ -183,6 +198,8 @@ class Job:
     job_config: Mapping[str, Any] = field(default_factory=dict)
     job_results: Mapping[str, Any] = field(default_factory=dict)
     logs: tuple[LogEntry, ...] = ()
+    history: tuple[HistoryEvent, ...] = ()
+    """Every transition, oldest first (the newest 100)."""
     lock_expires_at: datetime | None = None
     run_after: datetime | None = None
     next_check_at: datetime | None = None
@@ -252,6 +269,7 @@ class Job:
             job_config=document("job_config"),
             job_results=document("job_results"),
             logs=attempt((), _parse_log_entries, logs_doc),
+            history=attempt((), _parse_history, item.get("history")),
             lock_expires_at=stamp("lock_expires_at"),
             run_after=stamp("run_after"),
             next_check_at=stamp("next_check_at"),
@@ -334,6 +352,35 @@ def _parse_log_entries(doc: Mapping[str, Any]) -> tuple[LogEntry, ...]:
                 )
             )
     return tuple(parsed)
+
+
+def _parse_history(raw: Any) -> tuple[HistoryEvent, ...]:
+    if raw is None or raw == "":
+        return ()
+    if not isinstance(raw, str):
+        raise JobValidationError("history", f"expected a JSON string, got {type(raw).__name__}")
+    try:
+        events = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise JobValidationError("history", f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(events, list):
+        raise JobValidationError("history", "expected a JSON list of events")
+    return tuple(
+        HistoryEvent(
+            at=str(e.get("at", "")),
+            to=str(e.get("to", "")),
+            by=str(e.get("by", "")),
+            source=None if e.get("from") is None else str(e.get("from")),
+            reason=str(e.get("reason", "")),
+        )
+        for e in events
+        if isinstance(e, Mapping)
+    )
+
+
+def encode_history(events: tuple[HistoryEvent, ...] | list[HistoryEvent]) -> str:
+    """The ``history`` attribute: the newest 100 transitions, one JSON list."""
+    return encode_json([event.to_json() for event in list(events)[-MAX_HISTORY_EVENTS:]])
 
 
 def encode_logs(entries: tuple[LogEntry, ...] | list[LogEntry]) -> str:

@@ -26,9 +26,11 @@ from delphi_jobs.model import (
     DEFAULT_PRIORITY,
     UNCLAIMED_WORKER,
     ChildJob,
+    HistoryEvent,
     Job,
     JobValidationError,
     LogEntry,
+    encode_history,
     encode_json,
     encode_logs,
     encode_state,
@@ -51,6 +53,20 @@ from delphi_jobs.tables import STATUS_CREATED_INDEX
 Clock = Callable[[], datetime]
 _log = get_logger(component="queue")
 
+EVENTS = {
+    Status.COMPLETED: "job.completed",
+    Status.FAILED: "job.failed",
+    Status.CANCELLED: "job.cancelled",
+    Status.PAUSED: "job.paused",
+    Status.AWAITING_RECHECK: "job.rechecking",
+}
+"""The structured log event of an owner's transition into each status."""
+OPERATOR_EVENTS = {
+    "cancel": "job.cancelled",
+    "pause": "job.paused",
+    "resume": "job.resumed",
+    "retry": "job.retried",
+}
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
 REQUESTS = ("cancel_requested", "pause_requested")
@@ -88,6 +104,18 @@ def retry_delay(retry_count: int, base: float = RETRY_BASE_SECONDS, cap: float =
     """Exponential backoff with full jitter over the upper half, so retries of a batch spread out."""
     ceiling = min(cap, base * (2**retry_count))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def _history(job: Job | None, now: datetime, to: str, by: str, reason: str) -> str:
+    """The job's history (none for a new job) with this transition appended; written in the
+    transition's own conditional write, so the history can never disagree with the status."""
+    past = job.history if job else ()
+    event = HistoryEvent(format_timestamp(now), to, by, job.status if job else None, reason)
+    return encode_history((*past, event))
+
+
+def _emit(event: str, job: Job, by: str, reason: str, **extra: Any) -> None:
+    _log.info(event, job_id=job.job_id, job_type=job.job_type, by=by, reason=reason, **extra)
 
 
 def passed(moment: datetime | None, now: datetime, *, strictly: bool = False) -> bool:
@@ -186,7 +214,10 @@ class JobQueue:
         Raises JobExists when the id is taken."""
         item = self.new_record(record)
         job = Job.from_item(item)
+        by = str(item.get("created_by") or "delphi-jobs")
+        item["history"] = _history(None, self._clock(), Status.PENDING, by, "created")
         self._store.insert(item)
+        _emit("job.created", job, by, "created")
         return job
 
     def new_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,10 +243,10 @@ class JobQueue:
                 item[name] = encode_json(item[name])
         return {name: value for name, value in item.items() if value is not None}
 
-    def child_record(self, child: ChildJob) -> dict[str, Any]:
+    def child_record(self, child: ChildJob, by: str) -> dict[str, Any]:
         """A follow-up job: due at ``due_at`` for our pollers (run_after) and for readers (next_check_at)."""
         due = format_timestamp(child.due_at)
-        return self.new_record(
+        item = self.new_record(
             {
                 **child.fields,
                 **encode_state(child.state),
@@ -225,6 +256,8 @@ class JobQueue:
                 "next_check_at": due,
             }
         )
+        item["history"] = _history(None, self._clock(), Status.PENDING, by, "created as a follow-up job")
+        return item
 
     # ---- worker side -----------------------------------------------------------------------------
 
@@ -254,7 +287,10 @@ class JobQueue:
             "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
             "version": version,
         }
-        if found.guard is Guard.LEASE_EXPIRED:
+        reclaimed = found.guard is Guard.LEASE_EXPIRED
+        reason = f"lease of {job.worker_id} expired" if reclaimed else "claimed"
+        sets["history"] = _history(job, now, Status.PROCESSING, worker_id, reason)
+        if reclaimed:
             sets["reclaim_count"] = job.reclaim_count + 1
         change = Change(
             set=sets,
@@ -269,9 +305,8 @@ class JobQueue:
         if isinstance(written, Lost):
             return written
         assert written.item is not None
-        return Claim(
-            Job.from_item(written.item), worker_id, version, reclaimed=found.guard is Guard.LEASE_EXPIRED
-        )
+        _emit("job.reclaimed" if reclaimed else "job.started", job, worker_id, reason, worker_id=worker_id)
+        return Claim(Job.from_item(written.item), worker_id, version, reclaimed=reclaimed)
 
     def heartbeat(
         self,
@@ -333,7 +368,8 @@ class JobQueue:
             sets.update({"paused_from": Status.PENDING.value, "worker_id": UNCLAIMED_WORKER})
         # The requests are answered by this write; a re-check or hand-back keeps them for the next run.
         sets.update(dict.fromkeys(REQUESTS))
-        return self._owner_write(claim, sets, logs, state, children=children)
+        reason = error_message or ("paused at a checkpoint" if status == Status.PAUSED else "finished")
+        return self._owner_write(claim, sets, logs, state, reason, children=children)
 
     def schedule_recheck(
         self,
@@ -353,7 +389,7 @@ class JobQueue:
         }
         if results is not None:
             sets["job_results"] = encode_json(results)
-        return self._owner_write(claim, sets, logs, state)
+        return self._owner_write(claim, sets, logs, state, f"next check at {sets['next_check_at']}")
 
     def release(
         self, claim: Claim, *, reason: str, logs: tuple[LogEntry, ...] | None = None
@@ -362,7 +398,7 @@ class JobQueue:
         transition("hand_back", Status.PROCESSING, Status.PENDING)
         sets = self._back_to_pending()
         sets["handed_back_reason"] = reason
-        return self._owner_write(claim, sets, logs, None)
+        return self._owner_write(claim, sets, logs, None, f"handed back: {reason}", event="job.released")
 
     def retry_later(
         self,
@@ -387,7 +423,8 @@ class JobQueue:
                 "error_message": error,
             }
         )
-        return self._owner_write(claim, sets, logs, None)
+        reason = f"retry {job.retry_count + 1} of {job.max_retries} at {sets['run_after']}: {error}"
+        return self._owner_write(claim, sets, logs, None, reason, event="job.retrying")
 
     def _back_to_pending(self) -> dict[str, Any]:
         return {
@@ -411,35 +448,41 @@ class JobQueue:
         sets: Mapping[str, Any],
         logs: tuple[LogEntry, ...] | None,
         state: Any,
+        reason: str,
         *,
         children: Sequence[ChildJob] = (),
+        event: str | None = None,
     ) -> Status | Lost:
         """The owner's final write of a run. Signed ``updated_by`` so that a write whose response was
         lost (botocore retries it, and the retry then fails our own fence) is recognised as ours."""
+        target = Status(sets["status"])
         values: dict[str, Any] = {
             **(encode_state(state) if state is not None else {}),
             **sets,
             "version": claim.version + 1,
             "updated_by": claim.worker_id,
             "lock_expires_at": None,
+            "history": _history(claim.job, self._clock(), target, claim.worker_id, reason),
         }
         if logs is not None:
             values["logs"] = encode_logs(logs)
         change = Change(set=values, when=self._fence(claim))
         if children:
-            written = self._store.transact(claim.job.job_id, change, [self.child_record(c) for c in children])
+            inserts = [self.child_record(child, claim.worker_id) for child in children]
+            written = self._store.transact(claim.job.job_id, change, inserts)
         else:
             written = self._store.update(claim.job.job_id, change)
-        target = Status(sets["status"])
-        if not isinstance(written, Lost):
-            return target
-        current = written.current or {}
-        landed = (
-            current.get("version") == claim.version + 1
-            and current.get("updated_by") == claim.worker_id
-            and current.get("status") == target
-        )
-        return target if landed else written
+        if isinstance(written, Lost):
+            current = written.current or {}
+            landed = (
+                current.get("version") == claim.version + 1
+                and current.get("updated_by") == claim.worker_id
+                and current.get("status") == target
+            )
+            if not landed:
+                return written
+        _emit(event or EVENTS[target], claim.job, claim.worker_id, reason, worker_id=claim.worker_id)
+        return target
 
     def merge_results(self, job_id: str, updates: Mapping[str, Any]) -> bool:
         """Merge keys into another job's ``job_results`` (a checker reporting to its parent).
@@ -462,48 +505,53 @@ class JobQueue:
 
     # ---- operator side ---------------------------------------------------------------------------
 
-    def cancel(self, job_id: str, reason: str) -> OperatorResult:
+    def cancel(self, job_id: str, reason: str, *, by: str = "operator") -> OperatorResult:
         """Cancel now (PENDING, PAUSED) or ask the owner or checker to (PROCESSING, AWAITING_RECHECK,
         and a PENDING job that holds something outside DynamoDB, which its handler must release)."""
+        request = f"{reason} (requested by {by})"
 
         def act(job: Job) -> OperatorResult | Lost:
             if job.status == Status.PENDING and job.needs_owner_cleanup:
                 # Make it due now: a worker claims it, its handler releases what it holds, it ends CANCELLED.
-                return self._request(job, "cancel", {"cancel_requested": reason, "run_after": None})
+                return self._request(job, "cancel", {"cancel_requested": request, "run_after": None}, by)
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
                 done = {"completed_at": now, "error_message": reason, "job_results": encode_json(body)}
-                return self._status_write(job, "cancel", Status.CANCELLED, done)
+                return self._status_write(job, "cancel", Status.CANCELLED, done, by, reason)
             if job.status in (Status.PROCESSING, Status.AWAITING_RECHECK):
-                sets: dict[str, Any] = {"cancel_requested": reason}
+                sets: dict[str, Any] = {"cancel_requested": request}
                 if job.status == Status.AWAITING_RECHECK:
                     # Make the checker due now: it claims the job, cancels the batch and ends CANCELLED.
                     sets["next_check_at"] = format_timestamp(self._clock())
-                return self._request(job, "cancel", sets)
+                return self._request(job, "cancel", sets, by)
             raise InvalidStateError("cancel", job.status, Status.CANCELLED)
 
         return self._operator(job_id, act)
 
-    def pause(self, job_id: str, reason: str = "paused by operator") -> OperatorResult:
+    def pause(
+        self, job_id: str, reason: str = "paused by operator", *, by: str = "operator"
+    ) -> OperatorResult:
         def act(job: Job) -> OperatorResult | Lost:
             if job.status in TRANSITIONS["pause"].sources:
-                return self._status_write(job, "pause", Status.PAUSED, {"paused_from": job.status})
+                return self._status_write(
+                    job, "pause", Status.PAUSED, {"paused_from": job.status}, by, reason
+                )
             if job.status == Status.PROCESSING:
-                return self._request(job, "pause", {"pause_requested": reason})
+                return self._request(job, "pause", {"pause_requested": f"{reason} (requested by {by})"}, by)
             raise InvalidStateError("pause", job.status, Status.PAUSED)
 
         return self._operator(job_id, act)
 
-    def resume(self, job_id: str) -> OperatorResult:
+    def resume(self, job_id: str, *, by: str = "operator") -> OperatorResult:
         def act(job: Job) -> OperatorResult | Lost:
             target = Status(job.item.get("paused_from") or Status.PENDING)
             sets = {"paused_from": None, "worker_id": UNCLAIMED_WORKER}
-            return self._status_write(job, "resume", target, sets)
+            return self._status_write(job, "resume", target, sets, by, "resumed")
 
         return self._operator(job_id, act)
 
-    def retry(self, job_id: str) -> OperatorResult:
+    def retry(self, job_id: str, *, by: str = "operator") -> OperatorResult:
         """An operator's retry of a FAILED job: a fresh set of attempts, due now."""
 
         def act(job: Job) -> OperatorResult | Lost:
@@ -516,7 +564,7 @@ class JobQueue:
                 "error_message": None,
                 "run_after": None,
             }
-            return self._status_write(job, "retry", Status.PENDING, sets)
+            return self._status_write(job, "retry", Status.PENDING, sets, by, "retried by an operator")
 
         return self._operator(job_id, act)
 
@@ -533,28 +581,33 @@ class JobQueue:
         raise JobChanging(f"job {job_id} kept changing; try again")
 
     def _status_write(
-        self, job: Job, name: str, target: Status, sets: Mapping[str, Any]
+        self, job: Job, name: str, target: Status, sets: Mapping[str, Any], by: str, reason: str
     ) -> OperatorResult | Lost:
         found = transition(name, job.status, target)
         assert found.guard is Guard.STATUS
-        now = format_timestamp(self._clock())
+        now = self._clock()
         values = {
             **sets,
             "status": target.value,
-            "updated_at": now,
+            "updated_at": format_timestamp(now),
             "version": (job.version or 0) + 1,
+            "history": _history(job, now, target, by, reason),
             **dict.fromkeys(REQUESTS),
         }
         change = Change(
             set=values, when=(OneOf("status", tuple(sorted(found.sources))), as_observed(job.item, "version"))
         )
         written = self._store.update(job.job_id, change)
-        return written if isinstance(written, Lost) else OperatorResult(job.job_id, name, target)
+        if isinstance(written, Lost):
+            return written
+        _emit(OPERATOR_EVENTS[name], job, by, reason)
+        return OperatorResult(job.job_id, name, target)
 
-    def _request(self, job: Job, action: str, sets: Mapping[str, Any]) -> OperatorResult | Lost:
+    def _request(self, job: Job, action: str, sets: Mapping[str, Any], by: str) -> OperatorResult | Lost:
         """Flag a request for the owner: no status change, so no version bump, but fenced on both."""
         change = Change(set=sets, when=(Equals("status", job.status), as_observed(job.item, "version")))
         written = self._store.update(job.job_id, change)
         if isinstance(written, Lost):
             return written
+        _emit(f"job.{action}_requested", job, by, str(next(iter(sets.values()))))
         return OperatorResult(job.job_id, action, job.status, requested=True)

@@ -90,9 +90,9 @@ def test_heartbeat_extends_lease_flushes_logs_and_sees_requests(queue: JobQueue,
     assert item["lock_expires_at"] > before and item["version"] == claim.version  # no bump
     assert len(json.loads(item["logs"])["entries"]) == 50
     assert json.loads(item["progress"])["stage"] == "pca"
-    assert queue.cancel("h1", "operator said so").requested
+    assert queue.cancel("h1", "operator said so", by="alice").requested
     fresh = queue.heartbeat(claim, 120)
-    assert fresh is not None and fresh.cancel_requested == "operator said so"
+    assert fresh is not None and fresh.cancel_requested == "operator said so (requested by alice)"
 
 
 def test_finish_completed(queue: JobQueue, store: JobStore) -> None:
@@ -183,7 +183,7 @@ def test_cancel_each_state(queue: JobQueue, store: JobStore) -> None:
     assert queue.cancel("x-recheck", "stop the batch").requested
     [due] = queue.find_candidates()  # made due now, so the checker comes and cancels the batch
     checker = queue.claim(due, "w2", 30)
-    assert isinstance(checker, Claim) and checker.job.cancel_requested == "stop the batch"
+    assert isinstance(checker, Claim) and checker.job.cancel_requested == "stop the batch (requested by operator)"
     assert (
         queue.finish(checker, Status.CANCELLED, error_message="cancelled: stop the batch") == Status.CANCELLED
     )
@@ -283,3 +283,45 @@ def test_merge_results_keeps_other_keys(queue: JobQueue) -> None:
     assert job is not None and job.job_results["batch_id"] == "b"
     assert job.job_results["narrative"] == {"stored": 3} and job.status == "COMPLETED"
     assert not queue.merge_results("nope", {"x": 1})
+
+
+def test_history_holds_every_transition_in_order(queue: JobQueue) -> None:
+    """Each transition appends its event in the same conditional write: who, from, to and why."""
+    queue.enqueue({"job_id": "hist", "conversation_id": "1", "created_by": "api"})
+    assert queue.pause("hist", "maintenance", by="alice").status == Status.PAUSED
+    assert queue.resume("hist", by="bob").status == Status.PENDING
+    claim = claim_one(queue, "w1")
+    assert queue.finish(claim, Status.FAILED, error_message="exit code 1") == Status.FAILED
+    assert queue.retry("hist", by="carol").status == Status.PENDING
+    stale = claim_one(queue, "w2", lease=0.1)
+    time.sleep(0.2)
+    fresh = claim_one(queue, "w3")
+    assert isinstance(queue.finish(stale, Status.COMPLETED), Lost)
+    assert queue.finish(fresh, Status.COMPLETED) == Status.COMPLETED
+    job = queue.get("hist")
+    assert job is not None
+    steps = [(e.source, e.to, e.by) for e in job.history]
+    assert steps == [
+        (None, "PENDING", "api"),
+        ("PENDING", "PAUSED", "alice"),
+        ("PAUSED", "PENDING", "bob"),
+        ("PENDING", "PROCESSING", "w1"),
+        ("PROCESSING", "FAILED", "w1"),
+        ("FAILED", "PENDING", "carol"),
+        ("PENDING", "PROCESSING", "w2"),
+        ("PROCESSING", "PROCESSING", "w3"),
+        ("PROCESSING", "COMPLETED", "w3"),
+    ]
+    assert job.history[1].reason == "maintenance" and job.history[4].reason == "exit code 1"
+    assert "lease of w2 expired" in job.history[7].reason
+    assert [e.at for e in job.history] == sorted(e.at for e in job.history)
+
+
+def test_history_keeps_the_newest_hundred(queue: JobQueue) -> None:
+    queue.enqueue({"job_id": "long", "conversation_id": "1"})
+    for _ in range(60):
+        queue.pause("long")
+        queue.resume("long")
+    job = queue.get("long")
+    assert job is not None and len(job.history) == 100
+    assert (job.history[-1].source, job.history[-1].to) == ("PAUSED", "PENDING")
