@@ -267,7 +267,7 @@ def test_cancel_running_job(queue: JobQueue, moto_settings: Settings, state: Pat
     assert proc.wait(timeout=30) == 0
     job = queue.get(job_id)
     assert job is not None and job.status == "CANCELLED"
-    assert job.error_message == "cancelled: operator: wrong conversation"
+    assert job.error_message == "cancelled: operator: wrong conversation (requested by operator)"
     assert not any(alive(pid) for pid in pids(state, job_id))
 
 
