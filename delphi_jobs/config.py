@@ -43,6 +43,12 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _names(raw: str) -> tuple[str, ...] | None:
+    """A comma-separated list (``FULL_PIPELINE,AWAITING_NARRATIVE_BATCH``); empty means not given."""
+    names = tuple(dict.fromkeys(part.strip().upper() for part in raw.split(",") if part.strip()))
+    return names or None
+
+
 def _database_url(env: Mapping[str, str]) -> str | None:
     """DATABASE_URL wins; otherwise compose one from the DATABASE_* parts the deployment sets."""
     url = env.get("DATABASE_URL", "").strip()
@@ -81,6 +87,12 @@ class Settings:
     anthropic_model: str | None = None
     anthropic_base_url: str | None = None
     batch_recheck_seconds: float = 60.0
+    job_types: tuple[str, ...] | None = None
+    """The job types this poller serves; None: every type whose requirements are met."""
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    metrics_sample_seconds: float = 30.0
+    health_stale_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -106,6 +118,11 @@ class Settings:
             anthropic_model=env.get("ANTHROPIC_MODEL", "").strip() or None,
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
             batch_recheck_seconds=_float(env, "DELPHI_BATCH_RECHECK_SECONDS", 60.0),
+            job_types=_names(env.get("DELPHI_JOB_TYPES", "")),
+            metrics_port=_int(env, "DELPHI_METRICS_PORT", 0) or None,
+            metrics_host=env.get("DELPHI_METRICS_HOST", "").strip() or "0.0.0.0",
+            metrics_sample_seconds=_float(env, "DELPHI_METRICS_SAMPLE_SECONDS", 30.0),
+            health_stale_seconds=_float(env, "DELPHI_HEALTH_STALE_SECONDS", 60.0),
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
@@ -127,6 +144,8 @@ class Settings:
             raise ConfigError(f"lease seconds must be > 0, got {self.lease_seconds}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"log format must be auto, json or console, got {self.log_format!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port must be 0..65535, got {self.metrics_port}")
 
     @property
     def is_local_endpoint(self) -> bool:

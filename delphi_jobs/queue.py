@@ -165,16 +165,29 @@ class JobQueue:
                 break
         return jobs[:limit]
 
+    def ping(self) -> None:
+        """One small read of the status index: raises TableMissing or StoreUnavailable (startup)."""
+        self._store.query(STATUS_CREATED_INDEX, Status.PENDING, limit=1)
+
+    def depth(self, statuses: Sequence[str]) -> tuple[dict[str, int], datetime | None]:
+        """Jobs per status (index counts, no items read) and when the oldest PENDING job was created."""
+        counts = {status: self._store.count(STATUS_CREATED_INDEX, status) for status in statuses}
+        oldest = self._store.query(STATUS_CREATED_INDEX, Status.PENDING, limit=1).items
+        return counts, (Job.from_item(oldest[0]).created_at if oldest else None)
+
     def find_candidates(self, now: datetime | None = None) -> list[Job]:
         """Every job claimable now, of every claimable status, best first (for one-shot tools)."""
         now = now or self._clock()
         found = [job for status in DUE for job in self.find_due(status, now)]
         return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
 
-    def find_due(self, status: Status, now: datetime | None = None) -> list[Job]:
-        """Jobs of ``status`` claimable now, highest priority first, then oldest; bounded requests."""
+    def find_due(
+        self, status: Status, now: datetime | None = None, accept: Callable[[Job], bool] | None = None
+    ) -> list[Job]:
+        """Jobs of ``status`` claimable now (and ``accept``-ed: e.g. of a type this poller serves),
+        highest priority first, then oldest; a bounded number of requests."""
         now = now or self._clock()
-        found = self._look(status, lambda job: DUE[status](job, now))
+        found = self._look(status, lambda job: DUE[status](job, now) and (accept is None or accept(job)))
         return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
 
     def _status_page(self, status: str, start: Cursor | None) -> tuple[list[Job], Cursor | None]:

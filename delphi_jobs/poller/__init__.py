@@ -7,32 +7,42 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from delphi_jobs.config import Settings
 from delphi_jobs.handlers import Registry
 from delphi_jobs.handlers.base import StopReason
 from delphi_jobs.logs import get_logger
+from delphi_jobs.model import Job
 from delphi_jobs.poller.executor import Executor, RunningJobs, RunResult
+from delphi_jobs.poller.metrics import SAMPLED_STATUSES, Health, PollerMetrics, serve
 from delphi_jobs.poller.producer import Producer, Slot, Slots
 from delphi_jobs.poller.signals import on_stop_signals
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError
-from delphi_jobs.store import Lost, open_store
+from delphi_jobs.store import Lost, StoreUnavailable, open_store
 
 __all__ = ["Executor", "Poller", "RunResult", "lease_queue", "new_worker_id"]
+
+STARTUP_PATIENCE = 30.0
+"""How long ``--exit-when-idle`` waits for an unreachable DynamoDB before giving up."""
 
 
 def new_worker_id(index: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
 
 
-def lease_queue(settings: Settings) -> JobQueue:
+def lease_queue(settings: Settings, on_error: Callable[[str | None], None] | None = None) -> JobQueue:
     """A queue whose calls cannot outlast a sixth of the lease: a heartbeat stuck in retries must not
     let the lease run out while the job keeps running (defect 2)."""
     budget = max(0.5, settings.lease_seconds / 6)
-    return JobQueue(open_store(settings, max_attempts=2, read_timeout=budget, connect_timeout=budget))
+    return JobQueue(
+        open_store(settings, on_error=on_error, max_attempts=2, read_timeout=budget, connect_timeout=budget)
+    )
 
 
 class Poller:
@@ -47,10 +57,18 @@ class Poller:
         exit_when_idle: bool = False,
     ) -> None:
         self.settings = settings
-        self._queue = queue or JobQueue(open_store(settings))
+        self.metrics = PollerMetrics(settings.metrics_sample_seconds, sampler=self._sample)
+        self._queue = queue or JobQueue(open_store(settings, on_error=self.metrics.store_error))
         self._running = RunningJobs()
+        self.health = Health(max(settings.health_stale_seconds, 3 * settings.poll_interval))
+        self.health.watch_leases(self._running.overdue)
         self.executor = Executor(
-            settings, registry, self._queue, leases or lease_queue(settings), self._running
+            settings,
+            registry,
+            self._queue,
+            leases or lease_queue(settings, self.metrics.store_error),
+            self._running,
+            self.metrics,
         )
         self._registry = registry
         self._max_jobs = max_jobs
@@ -60,10 +78,40 @@ class Poller:
         self._signals = 0
         self._log = get_logger(component="poller")
 
+    def _sample(self) -> tuple[dict[str, int], datetime | None]:
+        return self._queue.depth(SAMPLED_STATUSES)
+
+    def _accepts(self, job: Job) -> bool:
+        return self._registry.accepts(job.job_type)
+
+    def _wait_for_dynamodb(self) -> None:
+        """The table must exist (TableMissing is raised at once: a configuration problem). An
+        unreachable server is waited for, with backoff; with --exit-when-idle only a bounded time."""
+        deadline = time.monotonic() + STARTUP_PATIENCE if self._exit_when_idle else None
+        delay = 1.0
+        while True:
+            try:
+                self._queue.ping()
+                return
+            except StoreUnavailable as exc:
+                if self._stopping.is_set() or (deadline is not None and time.monotonic() + delay > deadline):
+                    raise
+                self._log.error("DynamoDB not reachable; waiting", error=str(exc), retry_in=delay)
+                self._stopping.wait(delay)
+                delay = min(30.0, delay * 2)
+
     def run(self) -> int:
         """Run until stopped (signal, --max-jobs, --exit-when-idle); returns the exit code."""
         on_stop_signals(self.request_stop)
         settings = self.settings
+        if settings.metrics_port is not None:
+            server = serve(settings.metrics_host, settings.metrics_port, self.metrics, self.health)
+            self._log.info(
+                "serving /metrics and /healthz", port=server.server_port, host=settings.metrics_host
+            )
+        self._wait_for_dynamodb()
+        for job_type, reason in sorted(self._registry.skipped.items()):
+            self._log.warning("not serving a job type", job_type=job_type, reason=reason)
         self._log.info(
             "poller starting",
             workers=settings.max_workers,
@@ -71,7 +119,7 @@ class Poller:
             lease_seconds=settings.lease_seconds,
             table=settings.jobs_table,
             endpoint=settings.endpoint_url or "aws",
-            job_types=self._registry.known,
+            job_types=self._registry.served,
         )
         slots = Slots([new_worker_id(i) for i in range(settings.max_workers)])
         with ThreadPoolExecutor(settings.max_workers, thread_name_prefix="worker") as pool:
@@ -99,6 +147,9 @@ class Poller:
                 dispatch,
                 self._stopping,
                 self._log,
+                accept=self._accepts,
+                metrics=self.metrics,
+                health=self.health,
                 max_jobs=self._max_jobs,
                 exit_when_idle=self._exit_when_idle,
             )
@@ -115,6 +166,10 @@ class Poller:
         job = self._queue.get(job_id)
         if job is None:
             return f"no job {job_id!r} in {self._queue.table}"
+        if not self._registry.accepts(job.job_type):
+            return f"job {job_id} is a {job.job_type} job, which this poller cannot run: " + (
+                self._registry.skipped.get(job.job_type, "not served")
+            )
         try:
             claim = self._queue.claim(job, new_worker_id(0), self.settings.lease_seconds)
         except InvalidStateError:

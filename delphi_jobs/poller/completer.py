@@ -17,15 +17,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from delphi_jobs.handlers.base import Cancellation, Completed, Failed, Outcome, Recheck, Stopped, StopReason
 from delphi_jobs.logs import JobLog
 from delphi_jobs.model import format_timestamp
+from delphi_jobs.poller.metrics import PollerMetrics
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, StoreUnavailable
 
 
 class Completer:
-    def __init__(self, queue: JobQueue, lease_seconds: float) -> None:
+    def __init__(self, queue: JobQueue, lease_seconds: float, metrics: PollerMetrics) -> None:
         self._queue = queue
         self._patience = lease_seconds * 2 / 3
+        self._metrics = metrics
 
     def _persist(self, write: Callable[[], Status | Lost], log: Any) -> Status | Lost:
         retrying = Retrying(
@@ -46,6 +48,7 @@ class Completer:
         """The status written, or None when nothing could be written (the job changed hands)."""
         reason = cancellation.reason
         if isinstance(outcome, Stopped) and reason == StopReason.LEASE_LOST:
+            self._metrics.leases_lost.inc()
             log.warning("lease lost: the job belongs to another worker now; writing nothing")
             return None
         if isinstance(outcome, Completed | Failed):
@@ -57,8 +60,11 @@ class Completer:
         job_log.add(level, note)
         written = self._persist(write, log)
         if isinstance(written, Lost):
+            self._metrics.leases_lost.inc()
             log.warning("outcome not written: the job changed hands first", outcome=type(outcome).__name__)
             return None
+        retry = isinstance(outcome, Failed) and outcome.retryable
+        self._metrics.outcome(claim.job.job_type, written, retry=retry)
         log.info("job finished", status=str(written))
         return written
 

@@ -8,13 +8,13 @@ outcome is written, and turns anything a handler raises into a FAILED job instea
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from delphi_jobs.config import Settings
 from delphi_jobs.handlers import Registry
 from delphi_jobs.handlers.base import (
-    Cancellation,
     Failed,
     Handler,
     JobContext,
@@ -27,6 +27,7 @@ from delphi_jobs.logs import JobLog, get_logger
 from delphi_jobs.model import JobValidationError, decode_state
 from delphi_jobs.poller.completer import Completer
 from delphi_jobs.poller.lease import LeaseKeeper
+from delphi_jobs.poller.metrics import PollerMetrics
 from delphi_jobs.poller.rescuer import poison_reason
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
@@ -44,11 +45,11 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[str, Cancellation] = {}
+        self._running: dict[str, LeaseKeeper] = {}
 
-    def add(self, job_id: str, cancellation: Cancellation) -> None:
+    def add(self, job_id: str, lease: LeaseKeeper) -> None:
         with self._lock:
-            self._running[job_id] = cancellation
+            self._running[job_id] = lease
 
     def remove(self, job_id: str) -> None:
         with self._lock:
@@ -61,8 +62,13 @@ class RunningJobs:
     def stop_all(self, reason: str, detail: str) -> None:
         with self._lock:
             running = list(self._running.values())
-        for cancellation in running:
-            cancellation.set(reason, detail)
+        for lease in running:
+            lease.cancellation.set(reason, detail)
+
+    def overdue(self) -> list[str]:
+        """Jobs whose lease keeper has not renewed in time (health)."""
+        with self._lock:
+            return [job_id for job_id, lease in self._running.items() if lease.overdue()]
 
 
 class Executor:
@@ -73,11 +79,13 @@ class Executor:
         queue: JobQueue,
         lease_queue: JobQueue,
         running: RunningJobs | None = None,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._lease_queue = lease_queue
-        self._completer = Completer(queue, settings.lease_seconds)
+        self._metrics = metrics or PollerMetrics()
+        self._completer = Completer(queue, settings.lease_seconds, self._metrics)
         self._running = running if running is not None else RunningJobs()
 
     def run(self, claim: Claim) -> RunResult:
@@ -85,13 +93,16 @@ class Executor:
         job_log = JobLog(job.job_id, job.logs)
         log = get_logger(job_id=job.job_id, job_type=job.job_type, worker_id=claim.worker_id)
         lease = LeaseKeeper(self._lease_queue, claim, self._settings.lease_seconds, log)
-        self._running.add(job.job_id, lease.cancellation)
+        self._running.add(job.job_id, lease)
+        self._metrics.claimed.labels(job_type=job.job_type).inc()
+        started = time.monotonic()
         try:
             if claim.reclaimed:
                 job_log.warning("reclaimed: the previous owner's lease expired")
             log.info("job claimed", version=claim.version, reclaimed=claim.reclaimed)
             outcome = self._outcome(claim, job_log, lease, log)
             status = self._completer.complete(claim, outcome, job_log, lease.cancellation, log)
+            self._metrics.duration.labels(job_type=job.job_type).observe(time.monotonic() - started)
             return RunResult(job.job_id, status)
         finally:
             lease.stop()

@@ -25,10 +25,16 @@ class LeaseKeeper:
         self._log = log
         self._stop = threading.Event()
         self._ctx: JobContext | None = None
+        self._renewed_at = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{claim.job.short_id}", daemon=True)
         self.cancellation = Cancellation()
 
+    def overdue(self) -> bool:
+        """Running, and no renewal for longer than 2/3 of the lease (health)."""
+        return self._thread.is_alive() and time.monotonic() > self._renewed_at + self._lease * 2 / 3
+
     def _renewed(self, attempted: float) -> None:
+        self._renewed_at = attempted
         self.cancellation.expire_at(
             attempted + self._lease * 2 / 3, StopReason.LEASE_LOST, "no lease renewal for 2/3 of the lease"
         )

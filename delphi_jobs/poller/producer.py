@@ -17,8 +17,9 @@ from typing import Any
 
 from delphi_jobs.config import Settings
 from delphi_jobs.model import Job
+from delphi_jobs.poller.metrics import Health, PollerMetrics
 from delphi_jobs.poller.rescuer import Rescuer
-from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.queue import DUE, Claim, JobQueue
 from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, StoreError
 
@@ -76,6 +77,9 @@ class Producer:
         stopping: threading.Event,
         log: Any,
         *,
+        accept: Callable[[Job], bool],
+        metrics: PollerMetrics,
+        health: Health,
         max_jobs: int | None = None,
         exit_when_idle: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
@@ -89,7 +93,10 @@ class Producer:
         self._max_jobs = max_jobs
         self._exit_when_idle = exit_when_idle
         self._monotonic = monotonic
-        self._rescuer = Rescuer(queue, settings.lease_seconds, monotonic)
+        self._accept = accept
+        self._metrics = metrics
+        self._health = health
+        self._rescuer = Rescuer(queue, settings.lease_seconds, accept, monotonic)
         self._recheck_every = max(
             settings.poll_interval, min(MAX_RECHECK_LOOK, settings.batch_recheck_seconds)
         )
@@ -102,6 +109,7 @@ class Producer:
     def run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            self._health.loop_turned()
             slot = self._slots.take(timeout=0.2)
             if slot is None:
                 continue
@@ -128,12 +136,16 @@ class Producer:
             self._slots.give_back(slot)
             if saw_candidates:
                 continue  # others won the race for what we saw: look again at once
-            if self._exit_when_idle and self._slots.busy == 0 and not self._queue.find_candidates():
+            if self._exit_when_idle and self._slots.busy == 0 and not self._anything_due():
                 self._log.info("nothing claimable and nothing in flight: exiting (--exit-when-idle)")
                 self._stopping.set()
                 break
             self._stopping.wait(max(MIN_IDLE_WAIT, self._settings.poll_interval))
         self._slots.wait_all_free()
+
+    def _anything_due(self) -> bool:
+        """Before --exit-when-idle exits: every lane, whatever its cadence."""
+        return any(self._queue.find_due(status, accept=self._accept) for status in DUE)
 
     def _next_claim(self, worker_id: str) -> tuple[Claim | None, bool]:
         now = self._monotonic()
@@ -146,15 +158,18 @@ class Producer:
             claim = self._queue.claim(job, worker_id, self._settings.lease_seconds)
             if isinstance(claim, Claim):
                 return claim, True
+            self._metrics.races_lost.inc()
             self._note_lost(job, claim)
         return None, saw
 
     def _fetch(self, now: float) -> list[Job]:
-        found = self._queue.find_due(Status.PENDING)
+        started = self._monotonic()
+        found = self._queue.find_due(Status.PENDING, accept=self._accept)
         if now >= self._next_recheck_look:
             self._next_recheck_look = now + self._recheck_every
-            found += self._queue.find_due(Status.AWAITING_RECHECK)
+            found += self._queue.find_due(Status.AWAITING_RECHECK, accept=self._accept)
         found += self._rescuer.abandoned()
+        self._metrics.poll_seconds.observe(self._monotonic() - started)
         found = [job for job in found if self._unclaimable.get(job.job_id, 0.0) <= now]
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
         # Several pollers see the same page: shuffle the best few so they spread out instead of all

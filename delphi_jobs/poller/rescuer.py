@@ -31,9 +31,14 @@ def poison_reason(claim: Claim) -> str | None:
 
 class Rescuer:
     def __init__(
-        self, queue: JobQueue, lease_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        queue: JobQueue,
+        lease_seconds: float,
+        accept: Callable[[Job], bool],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
+        self._accept = accept
         self.interval = min(MAX_RESCUE_INTERVAL, lease_seconds / 2)
         self._clock = clock
         self._next = 0.0
@@ -44,4 +49,4 @@ class Rescuer:
         if now < self._next:
             return []
         self._next = now + self.interval
-        return self._queue.find_due(Status.PROCESSING)
+        return self._queue.find_due(Status.PROCESSING, accept=self._accept)

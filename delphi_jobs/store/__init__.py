@@ -1,5 +1,6 @@
 """Storage of job records behind one small interface (see base.py); DynamoDB and in-memory backends."""
 
+from collections.abc import Callable
 from typing import Any
 
 from delphi_jobs.config import Settings
@@ -50,6 +51,12 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings, **client_options: Any) -> DynamoJobStore:
-    """The job table of ``settings`` on DynamoDB (client options: max_attempts, timeouts)."""
-    return DynamoJobStore(make_client(settings, **client_options), settings.jobs_table)
+def open_store(
+    settings: Settings, *, on_error: Callable[[str | None], None] | None = None, **client_options: Any
+) -> DynamoJobStore:
+    """The job table of ``settings`` on DynamoDB (client options: max_attempts, timeouts); ``on_error``
+    sees the code of every error that reaches us after botocore's own retries (metrics)."""
+    client = make_client(settings, **client_options)
+    if on_error is None:
+        return DynamoJobStore(client, settings.jobs_table)
+    return DynamoJobStore(client, settings.jobs_table, on_error)

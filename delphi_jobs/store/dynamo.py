@@ -8,7 +8,7 @@ it was (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so nobody spends a rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -105,41 +105,53 @@ class _Expression:
         return " ".join(parts)
 
 
+ErrorObserver = Callable[[str | None], None]
+
+
+def _ignore(code: str | None) -> None:
+    """The default observer of store errors: nobody counts them."""
+
+
 @contextmanager
-def _mapped_errors(table: str) -> Iterator[None]:
+def _mapped_errors(table: str, observe: ErrorObserver = _ignore) -> Iterator[None]:
     """botocore's many exceptions -> StoreUnavailable / TableMissing / InvalidRequest / StoreError."""
     try:
         yield
-    except ClientError as exc:
-        code = error_code(exc) or "ClientError"
-        message = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
-        if (
-            code in _RETRYABLE_CODES
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
-        ):
-            raise StoreUnavailable(message, code) from exc
-        if code == "ResourceNotFoundException":
-            raise TableMissing(
-                f"table {table} (or one of its indexes) does not exist: run `delphi-jobs create-tables`", code
-            ) from exc
-        if code == "ValidationException":
-            raise InvalidRequest(message, code) from exc
-        raise StoreError(message, code) from exc
-    except BotoCoreError as exc:
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}", type(exc).__name__) from exc
+    except (ClientError, BotoCoreError) as exc:
+        mapped = _domain_error(table, exc)
+        if mapped.code != "ConditionalCheckFailedException":  # a lost race is an outcome, not an error
+            observe(mapped.code)
+        raise mapped from exc
+
+
+def _domain_error(table: str, exc: ClientError | BotoCoreError) -> StoreError:
+    if isinstance(exc, BotoCoreError):
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+    code = error_code(exc) or "ClientError"
+    message = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+    if code in _RETRYABLE_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+        return StoreUnavailable(message, code)
+    if code == "ResourceNotFoundException":
+        return TableMissing(
+            f"table {table} (or one of its indexes) does not exist: run `delphi-jobs create-tables`", code
+        )
+    if code == "ValidationException":
+        return InvalidRequest(message, code)
+    return StoreError(message, code)
 
 
 class DynamoJobStore:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, on_error: ErrorObserver = _ignore) -> None:
         self._client = client
         self._table = table
+        self._on_error = on_error
 
     @property
     def table(self) -> str:
         return self._table
 
     def get(self, job_id: str) -> Item | None:
-        with _mapped_errors(self._table):
+        with _mapped_errors(self._table, self._on_error):
             response = self._client.get_item(
                 TableName=self._table, Key=to_item({"job_id": job_id}), ConsistentRead=True
             )
@@ -185,7 +197,7 @@ class DynamoJobStore:
         request["ScanIndexForward"] = not newest_first
         if start:
             request["ExclusiveStartKey"] = to_item(start)
-        with _mapped_errors(self._table):
+        with _mapped_errors(self._table, self._on_error):
             response = self._client.query(**request)
         last = response.get("LastEvaluatedKey")
         return Page([from_item(i) for i in response.get("Items", [])], from_item(last) if last else None)
@@ -194,7 +206,7 @@ class DynamoJobStore:
         request = self._query_request(index, key, range_from, range_to)
         request["Select"] = "COUNT"
         total = 0
-        with _mapped_errors(self._table):
+        with _mapped_errors(self._table, self._on_error):
             while True:
                 response = self._client.query(**request)
                 total += response.get("Count", 0)
@@ -204,7 +216,7 @@ class DynamoJobStore:
 
     def insert(self, item: Item) -> Written:
         try:
-            with _mapped_errors(self._table):
+            with _mapped_errors(self._table, self._on_error):
                 self._client.put_item(
                     TableName=self._table,
                     Item=to_item(item, nulls=True),
@@ -237,7 +249,7 @@ class DynamoJobStore:
         request = self._update_request(job_id, change)
         request["ReturnValues"] = "ALL_NEW"
         try:
-            with _mapped_errors(self._table):
+            with _mapped_errors(self._table, self._on_error):
                 response = self._client.update_item(**request)
         except StoreError as exc:
             if exc.code == "ConditionalCheckFailedException":
@@ -271,7 +283,7 @@ class DynamoJobStore:
                 }
             )
         try:
-            with _mapped_errors(self._table):
+            with _mapped_errors(self._table, self._on_error):
                 self._client.transact_write_items(TransactItems=actions)
         except StoreError as exc:
             if exc.code != "TransactionCanceledException" or not isinstance(exc.__cause__, ClientError):

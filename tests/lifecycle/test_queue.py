@@ -183,7 +183,10 @@ def test_cancel_each_state(queue: JobQueue, store: JobStore) -> None:
     assert queue.cancel("x-recheck", "stop the batch").requested
     [due] = queue.find_candidates()  # made due now, so the checker comes and cancels the batch
     checker = queue.claim(due, "w2", 30)
-    assert isinstance(checker, Claim) and checker.job.cancel_requested == "stop the batch (requested by operator)"
+    assert (
+        isinstance(checker, Claim)
+        and checker.job.cancel_requested == "stop the batch (requested by operator)"
+    )
     assert (
         queue.finish(checker, Status.CANCELLED, error_message="cancelled: stop the batch") == Status.CANCELLED
     )
