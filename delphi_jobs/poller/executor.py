@@ -112,6 +112,9 @@ class Executor:
         job = claim.job
         handler = self._registry.get(job.job_type)
         if handler is None:
+            lacking = self._registry.skipped.get(job.job_type)
+            if lacking:
+                return Failed(f"job_type: {job.job_type} cannot run on this poller: {lacking}")
             return Failed(self._registry.unknown_message(job.job_type))
         try:
             state = decode_state(handler.state_type, job.item) if handler.state_type else None
