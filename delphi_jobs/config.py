@@ -10,13 +10,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 JOBS_TABLE = "Delphi_JobQueue"
 REPORTS_TABLE = "Delphi_NarrativeReports"
 CLUSTER_ASSIGNMENTS_TABLE = "Delphi_CommentHierarchicalClusterAssignments"
 TOPIC_NAMES_TABLE = "Delphi_CommentClustersLLMTopicNames"
 STRUCTURE_KEYWORDS_TABLE = "Delphi_CommentClustersStructureKeywords"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 class ConfigError(ValueError):
@@ -43,7 +47,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _names(raw: str) -> tuple[str, ...] | None:
+def parse_names(raw: str) -> tuple[str, ...] | None:
     """A comma-separated list (``FULL_PIPELINE,AWAITING_NARRATIVE_BATCH``); empty means not given."""
     names = tuple(dict.fromkeys(part.strip().upper() for part in raw.split(",") if part.strip()))
     return names or None
@@ -93,6 +97,8 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     metrics_sample_seconds: float = 30.0
     health_stale_seconds: float = 60.0
+    create_tables: bool = False
+    """``poll`` creates (or verifies) the tables before it starts: a fresh container's first run."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -118,11 +124,12 @@ class Settings:
             anthropic_model=env.get("ANTHROPIC_MODEL", "").strip() or None,
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
             batch_recheck_seconds=_float(env, "DELPHI_BATCH_RECHECK_SECONDS", 60.0),
-            job_types=_names(env.get("DELPHI_JOB_TYPES", "")),
+            job_types=parse_names(env.get("DELPHI_JOB_TYPES", "")),
             metrics_port=_int(env, "DELPHI_METRICS_PORT", 0) or None,
             metrics_host=env.get("DELPHI_METRICS_HOST", "").strip() or "0.0.0.0",
             metrics_sample_seconds=_float(env, "DELPHI_METRICS_SAMPLE_SECONDS", 30.0),
             health_stale_seconds=_float(env, "DELPHI_HEALTH_STALE_SECONDS", 60.0),
+            create_tables=env.get("DELPHI_CREATE_TABLES", "").strip().lower() in _TRUE_WORDS,
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
@@ -146,6 +153,14 @@ class Settings:
             raise ConfigError(f"log format must be auto, json or console, got {self.log_format!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port must be 0..65535, got {self.metrics_port}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.endpoint_url is not None:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(
+                    f"DynamoDB endpoint must be a URL like http://localhost:8000, got {self.endpoint_url!r}"
+                )
 
     @property
     def is_local_endpoint(self) -> bool:

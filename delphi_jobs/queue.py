@@ -22,6 +22,7 @@ from typing import Any
 
 from delphi_jobs.logs import get_logger
 from delphi_jobs.model import (
+    AWAITING_NARRATIVE_BATCH,
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
     UNCLAIMED_WORKER,
@@ -48,7 +49,7 @@ from delphi_jobs.store import (
     OneOf,
     as_observed,
 )
-from delphi_jobs.tables import STATUS_CREATED_INDEX
+from delphi_jobs.tables import CONVERSATION_INDEX, JOB_TYPE_INDEX, STATUS_CREATED_INDEX
 
 Clock = Callable[[], datetime]
 _log = get_logger(component="queue")
@@ -624,3 +625,106 @@ class JobQueue:
             return written
         _emit(f"job.{action}_requested", job, by, str(next(iter(sets.values()))))
         return OperatorResult(job.job_id, action, job.status, requested=True)
+
+    # ---- operator reads and repairs -------------------------------------------------------------
+    # What only the operator layer (delphi_jobs.ops) needs: pages, counts and a scan of the table, a
+    # parent's checkers, and the operator's reset. Thin on purpose: each is one store primitive.
+
+    def query_index(
+        self,
+        index: str,
+        key: Any,
+        *,
+        limit: int,
+        start: Cursor | None = None,
+        newest_first: bool = False,
+        range_from: Any = None,
+        range_to: Any = None,
+    ) -> JobPage:
+        """One page of a GSI: jobs whose hash key equals ``key``, ordered by the range key, which is
+        bounded by ``range_from`` / ``range_to`` (inclusive) when given. Never a Scan."""
+        page = self._store.query(
+            index,
+            key,
+            limit=limit,
+            start=start,
+            newest_first=newest_first,
+            range_from=range_from,
+            range_to=range_to,
+        )
+        return JobPage([Job.from_item(item) for item in page.items], page.next)
+
+    def count_index(self, index: str, key: Any, *, range_from: Any = None, range_to: Any = None) -> int:
+        """How many jobs one GSI key holds (in the range), without transferring them."""
+        return self._store.count(index, key, range_from=range_from, range_to=range_to)
+
+    def scan_page(self, *, start: Cursor | None = None, limit: int = 500) -> JobPage:
+        """One page of a full-table Scan: only for an operator who asked for one (``doctor --scan``)."""
+        page = self._store.scan(limit=limit, start=start)
+        return JobPage([Job.from_item(item) for item in page.items], page.next)
+
+    def checkers_of(self, parent: Job) -> list[Job]:
+        """The jobs that report to ``parent`` (``batch_job_id``). A checker inherits its parent's
+        conversation and priority, so one conversation's jobs (or, without a conversation, the
+        checkers of that priority) are read: an index query, never a Scan."""
+        bounds: dict[str, Any] = {}
+        if parent.conversation_id:
+            index, key = CONVERSATION_INDEX, parent.conversation_id
+        else:
+            index, key = JOB_TYPE_INDEX, AWAITING_NARRATIVE_BATCH
+            bounds = {"range_from": parent.priority, "range_to": parent.priority}
+        found: list[Job] = []
+        start: Cursor | None = None
+        while True:
+            page = self.query_index(index, key, limit=100, start=start, **bounds)
+            found += [job for job in page.jobs if job.batch_job_id == parent.job_id]
+            if page.next is None:
+                return found
+            start = page.next
+
+    def reset(self, job: Job, target: Status, *, by: str, reason: str, force: bool = False) -> bool:
+        """An operator takes a PROCESSING job away from its owner: FAILED, or PENDING to run again.
+
+        One conditional write on the job as observed. Without ``force`` the lease must have expired
+        and still be the one observed (a heartbeat since then wins); with ``force`` a live owner loses
+        the job: the version bump makes its next fenced write, a heartbeat, fail, which stops the job.
+        False when the job changed first, or its lease is alive and ``force`` is not given.
+        """
+        found = transition("force_reset" if force else "reset", job.status, target)
+        now = self._clock()
+        when: list[Condition] = [Equals("status", Status.PROCESSING.value), as_observed(job.item, "version")]
+        if found.guard is Guard.LEASE_EXPIRED:
+            if not DUE[Status.PROCESSING](job, now):
+                return False
+            when.append(as_observed(job.item, "lock_expires_at"))
+        stamp = format_timestamp(now)
+        message = f"reset to {target} by {by}: {reason}"
+        values: dict[str, Any] = {
+            "history": _history(job, now, target, by, f"reset: {reason}"),
+            "status": target.value,
+            "worker_id": UNCLAIMED_WORKER,
+            "updated_at": stamp,
+            "version": (job.version or 0) + 1,
+            "reset_by": by,
+            "reset_reason": reason,
+            "error_message": message,
+            "lock_expires_at": None,
+            **dict.fromkeys(REQUESTS),
+        }
+        if target == Status.FAILED:
+            body = {"result_type": "FAILURE", "completed_at": stamp, "error": message, "reset_by": by}
+            values.update({"completed_at": stamp, "job_results": encode_json(body)})
+        else:
+            values.update({"started_at": "", "run_after": None})
+        if isinstance(self._store.update(job.job_id, Change(set=values, when=tuple(when))), Lost):
+            return False
+        _emit("job.reset", job, by, reason, to=target.value, forced=force)
+        return True
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of an index query or scan; ``next`` continues it, None when nothing more matched."""
+
+    jobs: list[Job]
+    next: Cursor | None

@@ -70,17 +70,31 @@ class NarrativeReportStore:
             },
         )
 
-    def latest_run(self, report_id: str) -> dict[str, dict[str, Any]]:
-        """The server's read path: group by job_id, take the newest run, section and model from
-        splitting ``rid_section_model`` on ``#``. Returns section -> item (with ``model`` parsed)."""
+    def runs(self, report_id: str) -> dict[str, list[dict[str, Any]]]:
+        """A report's items grouped by run (the job_id that wrote them), as the server groups them."""
         runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for item in self.items_for_report(report_id):
             runs[str(item.get("job_id", ""))].append(item)
+        return dict(runs)
+
+    def latest_run(self, report_id: str) -> dict[str, dict[str, Any]]:
+        """The server's read path: group by job_id, take the newest run, section and model from
+        splitting ``rid_section_model`` on ``#``. Returns section -> item (with ``model`` parsed)."""
+        runs = self.runs(report_id)
         if not runs:
             return {}
-        newest = max(runs.values(), key=lambda items: max(str(i["timestamp"]) for i in items))
-        sections: dict[str, dict[str, Any]] = {}
-        for item in newest:
-            _, section, model = str(item["rid_section_model"]).split("#", 2)
-            sections[section] = {**item, "section": section, "model": model}
-        return sections
+        return sections_of(max(runs.values(), key=run_time))
+
+
+def run_time(items: list[dict[str, Any]]) -> str:
+    """When a run was written: its newest item's timestamp (what the server compares)."""
+    return max(str(item["timestamp"]) for item in items)
+
+
+def sections_of(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """section -> item of one run, section and model split out of ``rid_section_model``."""
+    sections: dict[str, dict[str, Any]] = {}
+    for item in items:
+        _, section, model = str(item["rid_section_model"]).split("#", 2)
+        sections[section] = {**item, "section": section, "model": model}
+    return sections

@@ -32,6 +32,7 @@ class Guard(Enum):
     LEASE_EXPIRED = "status PROCESSING, lock_expires_at as observed and passed, version as observed"
     OWNER = "status PROCESSING, worker_id = the claimer, version = the claimed version"
     STATUS = "status in the transition's sources"
+    OBSERVED = "status and version as observed (an operator overriding a live owner)"
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,40 @@ TRANSITIONS: dict[str, Transition] = {
         _t("pause_owned", {S.PROCESSING}, {S.PAUSED}, Guard.OWNER, "the owner sees a pause request"),
         _t("resume", {S.PAUSED}, {S.PENDING, S.AWAITING_RECHECK}, Guard.STATUS, "an operator resumes"),
         _t("retry", {S.FAILED}, {S.PENDING}, Guard.STATUS, "an operator retries a failed job"),
+        _t(
+            "reset",
+            {S.PROCESSING},
+            {S.FAILED, S.PENDING},
+            Guard.LEASE_EXPIRED,
+            "an operator resets a job whose owner's lease expired",
+        ),
+        _t(
+            "force_reset",
+            {S.PROCESSING},
+            {S.FAILED, S.PENDING},
+            Guard.OBSERVED,
+            "an operator takes a live job from its owner, whose next fenced write then fails",
+        ),
     )
 }
+
+REQUESTS: dict[str, frozenset[Status]] = {
+    "cancel": frozenset({S.PROCESSING, S.AWAITING_RECHECK}),
+    "pause": frozenset({S.PROCESSING}),
+}
+"""Operator actions that, from these statuses, are requests carried out by the owner (or by the
+checker once it is due), not transitions the operator writes."""
+
+OPERATOR_ACTIONS = ("cancel", "pause", "resume", "retry", "reset")
+
+
+def operator_actions(status: str) -> tuple[str, ...]:
+    """What an operator may do to a job in ``status``: a transition from it, or a request."""
+    return tuple(
+        name
+        for name in OPERATOR_ACTIONS
+        if status in TRANSITIONS[name].sources or status in REQUESTS.get(name, frozenset())
+    )
 
 
 class InvalidStateError(Exception):

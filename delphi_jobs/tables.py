@@ -143,6 +143,21 @@ def _wait_active(client: DynamoDBClient, name: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def verify_tables(client: Any, specs: Iterable[TableSpec]) -> list[str]:
+    """Every way the existing tables differ from the contract, a missing table included; creates nothing."""
+    problems: list[str] = []
+    for spec in specs:
+        try:
+            described = client.describe_table(TableName=spec.name)["Table"]
+        except Exception as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            problems.append(f"{spec.name}: table is missing (delphi-jobs create-tables creates it)")
+            continue
+        problems += [f"{spec.name}: {p}" for p in _differences(spec, described)]
+    return problems
+
+
 def ensure_tables(
     client: DynamoDBClient, specs: Iterable[TableSpec], *, wait_seconds: float = 120.0
 ) -> list[TableOutcome]:

@@ -13,6 +13,8 @@ from typing import Any
 from delphi_jobs.config import Settings
 
 FAKE_PIPELINE = Path(__file__).parent / "helpers" / "fake_pipeline.py"
+SCRIPT = Path(sys.executable).parent / "delphi-jobs"
+"""The installed console script: admin commands are tested as operators run them."""
 
 
 def poller_env(settings: Settings, state: Path, **extra: str) -> dict[str, str]:
@@ -43,6 +45,17 @@ def start_poller(env: dict[str, str], *flags: str, log: Path | None = None) -> s
 def run_command(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a command to its end (at most a minute), capturing its output as text."""
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+
+
+def command_env() -> dict[str, str]:
+    """The test's environment without any setting that could point a command elsewhere."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DELPHI_", "DYNAMODB_", "ANTHROPIC_"))}
+
+
+def cli(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``delphi-jobs ARGV`` against the test's tables."""
+    flags = ["--endpoint-url", str(settings.endpoint_url), "--table-prefix", settings.table_prefix]
+    return run_command(command_env(), str(SCRIPT), *argv, *flags)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

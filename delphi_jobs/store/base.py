@@ -155,6 +155,10 @@ class JobStore(Protocol):
     def count(self, index: str, key: str, *, range_from: Any = None, range_to: Any = None) -> int:
         """How many items one GSI key holds, without reading them."""
 
+    def scan(self, *, limit: int, start: Cursor | None = None) -> Page:
+        """One page of the whole table, in no particular order: only for an operator who asked for a
+        full read (``doctor --scan``), never for the lifecycle."""
+
     def insert(self, item: Item) -> Written:
         """Create an item exactly as given (None is written as NULL); JobExists when the id is taken."""
 

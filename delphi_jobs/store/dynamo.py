@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import (
         QueryInputTypeDef,
+        ScanInputTypeDef,
         TransactWriteItemTypeDef,
         UpdateItemInputTypeDef,
         UpdateTypeDef,
@@ -213,6 +214,15 @@ class DynamoJobStore:
                 if "LastEvaluatedKey" not in response:
                     return total
                 request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def scan(self, *, limit: int, start: Cursor | None = None) -> Page:
+        request: ScanInputTypeDef = {"TableName": self._table, "Limit": limit}
+        if start:
+            request["ExclusiveStartKey"] = to_item(start)
+        with _mapped_errors(self._table, self._on_error):
+            response = self._client.scan(**request)
+        last = response.get("LastEvaluatedKey")
+        return Page([from_item(i) for i in response.get("Items", [])], from_item(last) if last else None)
 
     def insert(self, item: Item) -> Written:
         try:

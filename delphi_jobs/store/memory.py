@@ -188,6 +188,15 @@ class MemoryJobStore:
         with self._lock:
             return len(self._indexed(index, key, range_from, range_to))
 
+    def scan(self, *, limit: int, start: Cursor | None = None) -> Page:
+        with self._lock:
+            ids = sorted(self._items)
+            if start:
+                ids = [job_id for job_id in ids if job_id > start["job_id"]]
+            page = ids[:limit]
+            items = [copy.deepcopy(self._items[job_id]) for job_id in page]
+        return Page(items, {"job_id": page[-1]} if len(ids) > limit else None)
+
     def insert(self, item: Item) -> Written:
         stored = _normalise(dict(item))
         with self._lock:

@@ -171,3 +171,17 @@ def test_items_over_400_kb_are_refused(store: JobStore) -> None:
         store.update("big", Change(set={"more": "y" * 120_000}))
     item = store.get("big")
     assert item is not None and "more" not in item
+
+
+def test_scan_pages_through_every_item(store: JobStore) -> None:
+    for i in range(5):
+        store.insert(job(f"s{i}", status=["PENDING", "pending"][i % 2]))
+    seen: list[str] = []
+    start = None
+    for _ in range(10):
+        page = store.scan(limit=2, start=start)
+        seen += [str(item["job_id"]) for item in page.items]
+        start = page.next
+        if start is None:
+            break
+    assert sorted(seen) == [f"s{i}" for i in range(5)]

@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from delphi_jobs.states import FINAL, TERMINAL, TRANSITIONS, InvalidStateError, Status, transition
+from delphi_jobs.states import (
+    FINAL,
+    TERMINAL,
+    TRANSITIONS,
+    InvalidStateError,
+    Status,
+    operator_actions,
+    transition,
+)
 
 LEGAL = {
     ("claim", "PENDING", "PROCESSING"),
@@ -25,6 +33,10 @@ LEGAL = {
     ("resume", "PAUSED", "PENDING"),
     ("resume", "PAUSED", "AWAITING_RECHECK"),
     ("retry", "FAILED", "PENDING"),
+    ("reset", "PROCESSING", "FAILED"),
+    ("reset", "PROCESSING", "PENDING"),
+    ("force_reset", "PROCESSING", "FAILED"),
+    ("force_reset", "PROCESSING", "PENDING"),
 }
 
 ALL = list(itertools.product(sorted(TRANSITIONS), [s.value for s in Status], [s.value for s in Status]))
@@ -57,3 +69,12 @@ def test_nothing_leaves_completed_or_cancelled() -> None:
 def test_error_message_names_the_allowed_sources() -> None:
     with pytest.raises(InvalidStateError, match=r"cannot cancel a job in status COMPLETED .*PAUSED, PENDING"):
         transition("cancel", "COMPLETED", "CANCELLED")
+
+
+def test_operator_actions_include_requests_the_owner_carries_out() -> None:
+    assert operator_actions("PROCESSING") == ("cancel", "pause", "reset")
+    assert operator_actions("AWAITING_RECHECK") == ("cancel", "pause")
+    assert operator_actions("PAUSED") == ("cancel", "resume")
+    assert operator_actions("FAILED") == ("retry",)
+    assert operator_actions("COMPLETED") == ()
+    assert operator_actions("pending") == ()
