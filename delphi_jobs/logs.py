@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -29,9 +29,11 @@ def echo_job_lines(enabled: bool) -> None:
         _echo.clear()
 
 
-def configure(level: str = "INFO", fmt: str = "auto") -> None:
-    """JSON when not on a terminal (or asked for), coloured key=value on a terminal."""
-    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+def configure(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None) -> None:
+    """JSON when not on a terminal (or asked for), coloured key=value on a terminal. The daemon logs
+    to stdout; the admin commands to stderr, where they do not mix with the results they print."""
+    out = stream or sys.stdout
+    json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
@@ -42,13 +44,15 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
 
 def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger("delphi_jobs").bind(**bound)
+    """A lazy logger: module-level ones made at import time follow ``configure`` called later (an
+    eager ``bind`` would freeze structlog's default configuration: console lines on stdout)."""
+    return structlog.get_logger("delphi_jobs", **bound)
 
 
 def print_line(line: str) -> None:

@@ -8,6 +8,7 @@ into one line on stderr and a documented exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -19,6 +20,7 @@ from delphi_jobs.cli.common import (
     EXIT_CODE_HELP,
     EXIT_CODES,
     GROUPS,
+    OK,
     USAGE,
     MissingExtra,
     Parser,
@@ -86,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(translate(exc, settings, admin_client(settings)))
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
 
 
 def _report(exc: OpsError) -> int:

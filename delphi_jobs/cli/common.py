@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
+from delphi_jobs import logs
 from delphi_jobs.config import Settings
 from delphi_jobs.model import JobValidationError, parse_timestamp, utcnow
 from delphi_jobs.ops.context import OpsContext
@@ -171,6 +172,9 @@ def settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def context(args: argparse.Namespace) -> OpsContext:
+    """The operator layer, its log (warnings and errors only; every change is in the job's history)
+    on stderr, so that stdout holds only the result."""
+    logs.configure("WARNING", stream=sys.stderr)
     return OpsContext.connect(settings(args))
 
 

@@ -83,14 +83,19 @@ def checker_of(parent: str, batch_id: str, **changes: Any) -> dict[str, Any]:
 def test_submit_writes_the_server_shape(ctx: OpsContext) -> None:
     job = submit(ctx, SubmitRequest(zid=12, report_id="r12", priority=70, config={"x": 1}, by="alice"))
     item = raw(ctx, job.job_id)
-    assert set(item) == set(shapes.full_pipeline(12))
+    assert set(item) == set(shapes.full_pipeline(12)) | {"history"}
     assert (item["created_by"], item["priority"], item["report_id"]) == ("alice", 70, "r12")
     assert '"x":1' in item["job_config"] and item["timeout_seconds"] == 14400
 
     narrative = submit(ctx, SubmitRequest(zid=3, job_type="CREATE_NARRATIVE_BATCH", report_id="r3", by="bob"))
     item = raw(ctx, narrative.job_id)
     # enqueue writes the attempt counters' defaults (0 of 3) that the server's narrative shape leaves out
-    assert set(item) == set(shapes.narrative("r3", 3)) | {"created_by", "retry_count", "max_retries"}
+    assert set(item) == set(shapes.narrative("r3", 3)) | {
+        "created_by",
+        "retry_count",
+        "max_retries",
+        "history",
+    }
     assert narrative.job_id.startswith("batch_report_r3_")
     with pytest.raises(Invalid, match="report_id"):
         submit(ctx, SubmitRequest(zid=3, job_type="CREATE_NARRATIVE_BATCH"))
