@@ -47,17 +47,40 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _comma_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks and repeats dropped."""
+    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+
+
 def parse_names(raw: str) -> tuple[str, ...] | None:
-    """A comma-separated list (``FULL_PIPELINE,AWAITING_NARRATIVE_BATCH``); empty means not given."""
-    names = tuple(dict.fromkeys(part.strip().upper() for part in raw.split(",") if part.strip()))
-    return names or None
+    """Job type names (``FULL_PIPELINE,AWAITING_NARRATIVE_BATCH``); empty means not given."""
+    return tuple(dict.fromkeys(name.upper() for name in _comma_list(raw))) or None
+
+
+_FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in _TRUE_WORDS | _FALSE_WORDS:
+        raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+    return raw in _TRUE_WORDS
 
 
 def _database_url(env: Mapping[str, str]) -> str | None:
-    """DATABASE_URL wins; otherwise compose one from the DATABASE_* parts the deployment sets."""
+    """DATABASE_URL wins; otherwise compose one from the DATABASE_* parts the deployment sets.
+
+    The original Delphi code always connected with ``sslmode=DATABASE_SSL_MODE`` (default ``require``).
+    Built from parts, so do we; a DATABASE_URL keeps its own parameters and gets ``sslmode`` only when
+    DATABASE_SSL_MODE is set and the URL names none (docs/compatibility.md)."""
+    ssl_mode = env.get("DATABASE_SSL_MODE", "").strip()
     url = env.get("DATABASE_URL", "").strip()
     if url:
-        return url
+        if not ssl_mode or "sslmode" in url:
+            return url
+        if not url.startswith(("postgresql://", "postgres://")):
+            return f"{url} sslmode={ssl_mode}"  # a libpq key=value string
+        return url + ("&" if urlsplit(url).query else "?") + f"sslmode={quote(ssl_mode, safe='')}"
     host = env.get("DATABASE_HOST", "").strip()
     if not host:
         return None
@@ -66,9 +89,7 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     auth = f"{user}:{quote(password, safe='')}" if password else user
     port = env.get("DATABASE_PORT", "5432").strip() or "5432"
     name = env.get("DATABASE_NAME", "polis").strip() or "polis"
-    url = f"postgresql://{auth}@{host}:{port}/{name}"
-    ssl_mode = env.get("DATABASE_SSL_MODE", "").strip()
-    return f"{url}?sslmode={ssl_mode}" if ssl_mode else url
+    return f"postgresql://{auth}@{host}:{port}/{name}?sslmode={quote(ssl_mode or 'require', safe='')}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,18 @@ class Settings:
     health_stale_seconds: float = 60.0
     create_tables: bool = False
     """``poll`` creates (or verifies) the tables before it starts: a fresh container's first run."""
+    allowed_models: tuple[str, ...] = ()
+    """Models a narrative job may ask for; any other wish runs on ANTHROPIC_MODEL (the operator pays)."""
+    legacy_statuses: bool = False
+    """Write only the original five statuses: a cancel becomes FAILED with a marker, pausing is refused
+    (for Polis readers that treat any other status as running for ever)."""
+    instance_size: str = "default"
+    """``large`` takes only conversations with more than 5,000 comments; any other class takes all."""
+    retry_base_seconds: float = 30.0
+    """First backoff before a job runs again after a retryable failure or a lost worker (doubles)."""
+    pipeline_job_id: str | None = None
+    """DELPHI_JOB_ID: set by the poller in a FULL_PIPELINE child's environment (the stand-in pipeline
+    names its topic rows with it)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -130,6 +163,11 @@ class Settings:
             metrics_sample_seconds=_float(env, "DELPHI_METRICS_SAMPLE_SECONDS", 30.0),
             health_stale_seconds=_float(env, "DELPHI_HEALTH_STALE_SECONDS", 60.0),
             create_tables=env.get("DELPHI_CREATE_TABLES", "").strip().lower() in _TRUE_WORDS,
+            allowed_models=_comma_list(env.get("DELPHI_ALLOWED_MODELS", "")),
+            legacy_statuses=_bool(env, "DELPHI_LEGACY_STATUSES"),
+            instance_size=env.get("INSTANCE_SIZE", "").strip().lower() or "default",
+            retry_base_seconds=_float(env, "DELPHI_RETRY_BASE_SECONDS", 30.0),
+            pipeline_job_id=env.get("DELPHI_JOB_ID", "").strip() or None,
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
@@ -149,6 +187,8 @@ class Settings:
             raise ConfigError(f"max workers must be >= 1, got {self.max_workers}")
         if self.lease_seconds <= 0:
             raise ConfigError(f"lease seconds must be > 0, got {self.lease_seconds}")
+        if self.retry_base_seconds < 0:
+            raise ConfigError(f"retry base seconds must be >= 0, got {self.retry_base_seconds}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"log format must be auto, json or console, got {self.log_format!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

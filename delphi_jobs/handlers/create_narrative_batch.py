@@ -55,8 +55,9 @@ class CreateNarrativeBatchHandler:
             job.zid()
         except JobValidationError as exc:
             problems.append(str(exc))
-        if not self._services.model_for(job):
-            problems.append("job_config.model: no model in the job's config and ANTHROPIC_MODEL is not set")
+        no_model = self._services.choose_model(job).problem()
+        if no_model:
+            problems.append(no_model)
         if not self._services.settings.anthropic_api_key:
             problems.append("ANTHROPIC_API_KEY: not set in the poller's environment; nothing was submitted")
         try:
@@ -73,7 +74,10 @@ class CreateNarrativeBatchHandler:
             if ctx.cancellation.reason == StopReason.CANCEL and state.batch_id:
                 self._cancel_batch(ctx, client, state.batch_id)
             return Stopped("stopped before handing over")
-        model = str(self._services.model_for(job))
+        choice = self._services.choose_model(job)
+        model = str(choice.model)
+        if choice.substituted:
+            ctx.log.info(f"model {choice.requested} is not allowed (DELPHI_ALLOWED_MODELS); using {model}")
         if state.batch_id:
             ctx.log.warning(
                 f"batch {state.batch_id} was already submitted by an earlier run; handing over only"
@@ -187,7 +191,7 @@ class CreateNarrativeBatchHandler:
     def _hand_over(self, ctx: JobContext, state: Submission) -> Outcome:
         job = ctx.job
         batch_id = str(state.batch_id)
-        model = state.model or str(self._services.model_for(job))
+        model = state.model or str(self._services.choose_model(job).model)
         section_map = state.section_map or {}
         now = utcnow()
         first_check = now + timedelta(seconds=self._services.recheck_delay(0))

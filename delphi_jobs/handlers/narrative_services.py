@@ -45,6 +45,31 @@ class BatchCheck:
 
 
 @dataclass(frozen=True)
+class ModelChoice:
+    """The model a narrative runs on, and what the job asked for."""
+
+    model: str | None
+    """None when there is no usable model (the job fails validation, nothing is submitted)."""
+    requested: str | None = None
+    """The job's own ``model`` setting (the report client always sends one)."""
+
+    @property
+    def substituted(self) -> bool:
+        return self.requested is not None and self.requested != self.model
+
+    def problem(self) -> str | None:
+        """Why there is no usable model, naming the settings; None when there is one."""
+        if self.model:
+            return None
+        if self.requested:
+            return (
+                f"job_config.model: {self.requested!r} is not in DELPHI_ALLOWED_MODELS and ANTHROPIC_MODEL "
+                "is not set; nothing was submitted"
+            )
+        return "ANTHROPIC_MODEL: not set in the poller's environment; nothing was submitted"
+
+
+@dataclass(frozen=True)
 class NarrativeServices:
     settings: Settings
     topics: TopicStore
@@ -69,10 +94,16 @@ class NarrativeServices:
             database=lambda: polisdb.connect(settings),
         )
 
-    def model_for(self, job: Job) -> str | None:
-        """The job's configured model, else ANTHROPIC_MODEL."""
-        configured = job.config_value("model")
-        return str(configured) if configured else self.settings.anthropic_model
+    def choose_model(self, job: Job) -> ModelChoice:
+        """ANTHROPIC_MODEL, unless the job asks for a model in DELPHI_ALLOWED_MODELS. The operator pays:
+        the original poller always used ANTHROPIC_MODEL, and the report client asks for a fixed model."""
+        wish = job.config_value("model")
+        requested = str(wish).strip() if wish is not None else ""
+        if not requested:
+            return ModelChoice(self.settings.anthropic_model)
+        if requested in self.settings.allowed_models:
+            return ModelChoice(requested, requested)
+        return ModelChoice(self.settings.anthropic_model, requested)
 
     @staticmethod
     def report_id_for(job: Job) -> str:
