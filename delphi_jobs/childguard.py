@@ -1,17 +1,24 @@
 """Runs a job's command so that it never outlives the poller (defects 2 and 3).
 
-Started by the poller as ``python -m delphi_jobs.childguard POLLER_PID -- ARGV...`` in a new session.
+Started by the poller as ``python -m delphi_jobs.childguard POLLER_PID STATUS_FD -- ARGV...`` in a new
+session.
 It asks Linux to send it SIGTERM when the poller dies (parent-death signal) and to adopt every orphan
 below it (child subreaper), then starts ARGV. On SIGTERM (poller death, timeout, cancellation), and
 when ARGV exits, it stops everything below it, even a grandchild that left the process group with
 ``setsid``: SIGTERM, a grace period, then SIGKILL until nothing is left. Without it a ``kill -9`` of
 the poller would leave the pipeline running while another poller runs the same job again.
+
+Before it exits it writes one JSON line to STATUS_FD: how ARGV ended (``exit`` code or ``signal``, or
+``stopped`` by a signal to the guard) and whether the sweep proved every process below it gone
+(``swept``). An exit code cannot tell a script's own ``exit(137)`` from a kill by the OOM killer; this
+report can, and it is what ``process_exit_confirmed`` on the job rests on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -65,8 +72,9 @@ def _reap() -> None:
             pass
 
 
-def sweep(grace: float) -> None:
-    """SIGTERM everything below this process, wait up to ``grace``, then SIGKILL until none is left."""
+def sweep(grace: float) -> bool:
+    """SIGTERM everything below this process, wait up to ``grace``, then SIGKILL until none is left.
+    True when none is left (False only for processes that survive SIGKILL, e.g. stuck in the kernel)."""
     me = os.getpid()
     _signal_all(descendants(me), signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -76,19 +84,28 @@ def sweep(grace: float) -> None:
     for _ in range(100):
         left = descendants(me)
         if not left:
-            return
+            return True
         _signal_all(left, signal.SIGKILL)
         time.sleep(0.02)
         _reap()
+    return not descendants(me)
+
+
+def _report(status_fd: int, **status: object) -> None:
+    """The one line the poller reads when the guard has exited (see the module docstring)."""
+    with contextlib.suppress(OSError):
+        os.write(status_fd, (json.dumps(status) + "\n").encode())
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m delphi_jobs.childguard POLLER_PID -- COMMAND [ARG...]", file=sys.stderr)
+    if len(argv) < 4 or argv[2] != "--":
+        usage = "usage: python -m delphi_jobs.childguard POLLER_PID STATUS_FD -- COMMAND [ARG...]"
+        print(usage, file=sys.stderr)
         return 2
-    poller_pid, command = int(argv[0]), argv[2:]
+    poller_pid, status_fd, command = int(argv[0]), int(argv[1]), argv[3:]
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != poller_pid:  # the poller died before the death signal was armed
+        _report(status_fd, started=False, swept=True)
         return 143
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     grace = float(os.environ.get(GRACE_ENV, "10"))
@@ -96,7 +113,8 @@ def main(argv: list[str]) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        sweep(grace)
+        swept = sweep(grace)
+        _report(status_fd, started=True, stopped=signum, swept=swept)
         os._exit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -105,10 +123,15 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command)  # noqa: S603 - an argument list, never a shell string
     except OSError as exc:
         print(f"cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        _report(status_fd, started=False, swept=True)
         return 127
     code = child.wait()
-    sweep(0)  # whatever the command left behind, inside its group or not
-    return 128 - code if code < 0 else code
+    swept = sweep(0)  # whatever the command left behind, inside its group or not
+    if code < 0:
+        _report(status_fd, started=True, signal=-code, swept=swept)
+        return 128 - code
+    _report(status_fd, started=True, exit=code, swept=swept)
+    return code
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
+from delphi_jobs.config import Settings
 from delphi_jobs.logs import get_logger
 from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
@@ -73,6 +75,15 @@ RETRY_CAP_SECONDS = 3600.0
 REQUESTS = ("cancel_requested", "pause_requested")
 
 
+class Keep(Enum):
+    """Leave an attribute as it is (where None would remove it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 class JobNotFound(KeyError):
     """No job with this id."""
 
@@ -119,6 +130,12 @@ def _emit(event: str, job: Job, by: str, reason: str, **extra: Any) -> None:
     _log.info(event, job_id=job.job_id, job_type=job.job_type, by=by, reason=reason, **extra)
 
 
+def reclaim_delay(retry_count: int, base: float = RETRY_BASE_SECONDS) -> float:
+    """How long after its lease ran out a lost worker's job waits: the same backoff as a retry, without
+    jitter (the lower end of ``retry_delay``), so every poller agrees on when the job is claimable."""
+    return float(min(RETRY_CAP_SECONDS, base * 2.0**retry_count)) / 2
+
+
 def passed(moment: datetime | None, now: datetime, *, strictly: bool = False) -> bool:
     """Unset counts as passed: a job without run_after is due, one without a lease is abandoned."""
     if moment is None:
@@ -126,23 +143,36 @@ def passed(moment: datetime | None, now: datetime, *, strictly: bool = False) ->
     return moment < now if strictly else moment <= now
 
 
-DUE: dict[Status, Callable[[Job, datetime], bool]] = {
-    Status.PENDING: lambda job, now: passed(job.run_after, now),
-    Status.AWAITING_RECHECK: lambda job, now: passed(job.next_check_at, now),
-    Status.PROCESSING: lambda job, now: passed(job.lock_expires_at, now, strictly=True),
-}
-"""When a job of each claimable status may be claimed: due, due for a check, or abandoned."""
+CLAIMABLE = (Status.PENDING, Status.AWAITING_RECHECK, Status.PROCESSING)
+"""Statuses a worker may claim from: due, due for a check, or abandoned by a lost worker."""
 
 
 class JobQueue:
     def __init__(
-        self, store: JobStore, *, clock: Clock = utcnow, page_size: int = 25, max_pages: int = 4
+        self,
+        store: JobStore,
+        *,
+        clock: Clock = utcnow,
+        page_size: int = 25,
+        max_pages: int = 4,
+        retry_base: float = RETRY_BASE_SECONDS,
+        legacy_statuses: bool = False,
     ) -> None:
+        """``retry_base``: the first backoff of a retry or a reclaim (DELPHI_RETRY_BASE_SECONDS).
+        ``legacy_statuses``: write only the original statuses (DELPHI_LEGACY_STATUSES): a cancel is
+        written as FAILED with the cancelled marker, pausing is refused."""
         self._store = store
         self._clock = clock
         self._page_size = page_size
         self._max_pages = max_pages
+        self._retry_base = retry_base
+        self._legacy = legacy_statuses
         self._cursors: dict[str, Cursor | None] = {}
+
+    @classmethod
+    def for_settings(cls, store: JobStore, settings: Settings) -> JobQueue:
+        """The queue with the settings every face must share (backoff, legacy statuses)."""
+        return cls(store, retry_base=settings.retry_base_seconds, legacy_statuses=settings.legacy_statuses)
 
     @property
     def table(self) -> str:
@@ -179,17 +209,31 @@ class JobQueue:
     def find_candidates(self, now: datetime | None = None) -> list[Job]:
         """Every job claimable now, of every claimable status, best first (for one-shot tools)."""
         now = now or self._clock()
-        found = [job for status in DUE for job in self.find_due(status, now)]
+        found = [job for status in CLAIMABLE for job in self.find_due(status, now)]
         return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
 
     def find_due(
         self, status: Status, now: datetime | None = None, accept: Callable[[Job], bool] | None = None
     ) -> list[Job]:
-        """Jobs of ``status`` claimable now (and ``accept``-ed: e.g. of a type this poller serves),
-        highest priority first, then oldest; a bounded number of requests."""
+        """Jobs of ``status`` claimable now (and ``accept``-ed: e.g. of a type this poller serves, of a
+        size it takes), highest priority first, then oldest; a bounded number of requests. The search
+        goes on past jobs ``accept`` leaves out, so they never hide the jobs behind them."""
         now = now or self._clock()
-        found = self._look(status, lambda job: DUE[status](job, now) and (accept is None or accept(job)))
+        found = self._look(status, lambda job: self.is_due(job, now) and (accept is None or accept(job)))
         return sorted(found, key=lambda j: (-j.priority, j.created_at or now))
+
+    def is_due(self, job: Job, now: datetime) -> bool:
+        """Claimable now: PENDING past run_after, AWAITING_RECHECK past next_check_at, or PROCESSING
+        whose lease ran out longer ago than a lost worker's backoff (``reclaim_delay``)."""
+        if job.status == Status.PENDING:
+            return passed(job.run_after, now)
+        if job.status == Status.AWAITING_RECHECK:
+            return passed(job.next_check_at, now)
+        if job.status == Status.PROCESSING:
+            backoff = timedelta(seconds=reclaim_delay(job.retry_count, self._retry_base))
+            expired = job.lock_expires_at
+            return passed(None if expired is None else expired + backoff, now, strictly=True)
+        return False
 
     def _status_page(self, status: str, start: Cursor | None) -> tuple[list[Job], Cursor | None]:
         page = self._store.query(STATUS_CREATED_INDEX, status, limit=self._page_size, start=start)
@@ -280,17 +324,14 @@ class JobQueue:
         now = self._clock()
         if job.status == Status.PROCESSING:
             found = transition("reclaim", job.status, Status.PROCESSING)
-            moment, when = job.lock_expires_at, "lock_expires_at"
-            due = passed(moment, now, strictly=True)
+            when = "lock_expires_at"
         elif job.status == Status.AWAITING_RECHECK:
             found = transition("claim_recheck", job.status, Status.PROCESSING)
-            moment, when = job.next_check_at, "next_check_at"
-            due = passed(moment, now)
+            when = "next_check_at"
         else:
             found = transition("claim", job.status, Status.PROCESSING)
-            moment, when = job.run_after, "run_after"
-            due = passed(moment, now)
-        if not due:
+            when = "run_after"
+        if not self.is_due(job, now):
             return Lost(dict(job.item))
         version = (job.version or 0) + 1
         sets: dict[str, Any] = {
@@ -305,7 +346,9 @@ class JobQueue:
         reason = f"lease of {job.worker_id} expired" if reclaimed else "claimed"
         sets["history"] = _history(job, now, Status.PROCESSING, worker_id, reason)
         if reclaimed:
+            # A lost worker's run consumes an attempt, like a retry (one budget: max_retries).
             sets["reclaim_count"] = job.reclaim_count + 1
+            sets["retry_count"] = job.retry_count + 1
         change = Change(
             set=sets,
             remove=("run_after", "next_check_at"),
@@ -362,28 +405,51 @@ class JobQueue:
         logs: tuple[LogEntry, ...] | None = None,
         state: Any = None,
         children: Sequence[ChildJob] = (),
+        process_exit_confirmed: bool = True,
     ) -> Status | Lost:
         """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned).
 
         ``children`` are inserted in the same transaction (a batch checker), so a parent can never be
-        COMPLETED without its follow-up job existing, nor the other way round.
+        COMPLETED without its follow-up job existing, nor the other way round. Terminal writes carry
+        ``process_exit_confirmed``: no process of the run is left (see handlers.base.Completed).
         """
+        if self._legacy and status == Status.PAUSED:
+            return self._refuse_owned_pause(claim, logs)
         name = {Status.CANCELLED: "cancel_owned", Status.PAUSED: "pause_owned"}.get(status, "finish")
-        transition(name, Status.PROCESSING, status)
+        written_as = self._written_status(status)
+        transition(name, Status.PROCESSING, written_as)
         now = format_timestamp(self._clock())
-        sets: dict[str, Any] = {"status": status.value, "updated_at": now, "error_message": error_message}
+        sets: dict[str, Any] = {"status": written_as.value, "updated_at": now, "error_message": error_message}
         if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             outcome = {"COMPLETED": "SUCCESS", "FAILED": "FAILURE", "CANCELLED": "CANCELLED"}[status]
             body: dict[str, Any] = {"result_type": outcome, "completed_at": now, **(results or {})}
             if error_message and "error" not in body:
                 body["error"] = error_message
-            sets.update({"completed_at": now, "job_results": encode_json(body)})
+            sets.update(
+                {
+                    "completed_at": now,
+                    "job_results": encode_json(body),
+                    "process_exit_confirmed": process_exit_confirmed,
+                }
+            )
         if status == Status.PAUSED:
             sets.update({"paused_from": Status.PENDING.value, "worker_id": UNCLAIMED_WORKER})
         # The requests are answered by this write; a re-check or hand-back keeps them for the next run.
         sets.update(dict.fromkeys(REQUESTS))
         reason = error_message or ("paused at a checkpoint" if status == Status.PAUSED else "finished")
-        return self._owner_write(claim, sets, logs, state, reason, children=children)
+        return self._owner_write(claim, sets, logs, state, reason, children=children, event=EVENTS[status])
+
+    def _written_status(self, status: Status) -> Status:
+        """A cancel is written as FAILED (job_results.result_type CANCELLED) under legacy statuses."""
+        return Status.FAILED if self._legacy and status == Status.CANCELLED else status
+
+    def _refuse_owned_pause(self, claim: Claim, logs: tuple[LogEntry, ...] | None) -> Status | Lost:
+        """A pause request that predates DELPHI_LEGACY_STATUSES: hand the job back instead, request gone."""
+        transition("hand_back", Status.PROCESSING, Status.PENDING)
+        sets = self._back_to_pending()
+        reason = "pause refused: DELPHI_LEGACY_STATUSES is on"
+        sets.update(pause_requested=None, handed_back_reason=reason)
+        return self._owner_write(claim, sets, logs, None, f"handed back: {reason}", event="job.released")
 
     def schedule_recheck(
         self,
@@ -421,14 +487,21 @@ class JobQueue:
         error: str,
         logs: tuple[LogEntry, ...] | None = None,
         delay_seconds: float | None = None,
+        process_exit_confirmed: bool = True,
     ) -> Status | Lost:
         """PENDING again after a backoff while attempts are left, else FAILED."""
         job = claim.job
         if job.retry_count >= job.max_retries:
             message = f"{error} (gave up after {job.retry_count + 1} attempts)"
-            return self.finish(claim, Status.FAILED, error_message=message, logs=logs)
+            return self.finish(
+                claim,
+                Status.FAILED,
+                error_message=message,
+                logs=logs,
+                process_exit_confirmed=process_exit_confirmed,
+            )
         transition("hand_back", Status.PROCESSING, Status.PENDING)
-        delay = retry_delay(job.retry_count) if delay_seconds is None else delay_seconds
+        delay = retry_delay(job.retry_count, self._retry_base) if delay_seconds is None else delay_seconds
         sets = self._back_to_pending()
         sets.update(
             {
@@ -498,20 +571,24 @@ class JobQueue:
         _emit(event or EVENTS[target], claim.job, claim.worker_id, reason, worker_id=claim.worker_id)
         return target
 
-    def merge_results(self, job_id: str, updates: Mapping[str, Any]) -> bool:
-        """Merge keys into another job's ``job_results`` (a checker reporting to its parent).
+    def merge_results(
+        self, job_id: str, updates: Mapping[str, Any], *, error_message: str | Keep | None = KEEP
+    ) -> bool:
+        """Merge keys into another job's ``job_results`` (a checker reporting to its parent), and set
+        its ``error_message`` unless KEEP (None removes it).
 
-        Not a transition, so no version bump; conditioned on ``job_results`` as read, so two writers
-        never lose each other's keys. False when the job does not exist.
+        Not a transition, so no version bump and no status change (COMPLETED stays COMPLETED);
+        conditioned on ``job_results`` as read, so two writers never lose each other's keys. False
+        when the job does not exist.
         """
         for attempt in range(5):
             job = self.get(job_id)
             if job is None:
                 return False
-            change = Change(
-                set={"job_results": encode_json({**job.job_results, **updates})},
-                when=(Equals("job_id", job_id), as_observed(job.item, "job_results")),
-            )
+            sets: dict[str, Any] = {"job_results": encode_json({**job.job_results, **updates})}
+            if error_message is not KEEP:
+                sets["error_message"] = error_message
+            change = Change(set=sets, when=(Equals("job_id", job_id), as_observed(job.item, "job_results")))
             if not isinstance(self._store.update(job_id, change), Lost):
                 return True
             time.sleep(0.05 * (attempt + 1))
@@ -531,8 +608,15 @@ class JobQueue:
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
-                done = {"completed_at": now, "error_message": reason, "job_results": encode_json(body)}
-                return self._status_write(job, "cancel", Status.CANCELLED, done, by, reason)
+                done = {
+                    "completed_at": now,
+                    "error_message": reason,
+                    "job_results": encode_json(body),
+                    "process_exit_confirmed": True,  # it runs nothing while PENDING or PAUSED
+                }
+                return self._status_write(
+                    job, "cancel", self._written_status(Status.CANCELLED), done, by, reason
+                )
             if job.status in (Status.PROCESSING, Status.AWAITING_RECHECK):
                 sets: dict[str, Any] = {"cancel_requested": request}
                 if job.status == Status.AWAITING_RECHECK:
@@ -546,7 +630,19 @@ class JobQueue:
     def pause(
         self, job_id: str, reason: str = "paused by operator", *, by: str = "operator"
     ) -> OperatorResult:
+        """Pause now (PENDING, AWAITING_RECHECK) or ask the owner to (PROCESSING); refused under
+        DELPHI_LEGACY_STATUSES, since readers that know only the original statuses would count a
+        PAUSED job as running for ever."""
+
         def act(job: Job) -> OperatorResult | Lost:
+            if self._legacy:
+                raise InvalidStateError(
+                    "pause",
+                    job.status,
+                    Status.PAUSED,
+                    why="pausing is disabled (DELPHI_LEGACY_STATUSES): Polis readers that know only the "
+                    "original statuses would count a PAUSED job as running for ever; cancel it instead",
+                )
             if job.status in TRANSITIONS["pause"].sources:
                 return self._status_write(
                     job, "pause", Status.PAUSED, {"paused_from": job.status}, by, reason

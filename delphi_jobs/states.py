@@ -63,8 +63,15 @@ TRANSITIONS: dict[str, Transition] = {
             "the owner finishes or schedules a re-check",
         ),
         _t("hand_back", {S.PROCESSING}, {S.PENDING}, Guard.OWNER, "shutdown, or a retryable failure"),
-        _t("cancel", {S.PENDING, S.PAUSED}, {S.CANCELLED}, Guard.STATUS, "an operator cancels"),
-        _t("cancel_owned", {S.PROCESSING}, {S.CANCELLED}, Guard.OWNER, "the owner sees a cancel request"),
+        # A cancel ends FAILED (with a cancelled marker) under DELPHI_LEGACY_STATUSES.
+        _t("cancel", {S.PENDING, S.PAUSED}, {S.CANCELLED, S.FAILED}, Guard.STATUS, "an operator cancels"),
+        _t(
+            "cancel_owned",
+            {S.PROCESSING},
+            {S.CANCELLED, S.FAILED},
+            Guard.OWNER,
+            "the owner sees a cancel request",
+        ),
         _t("pause", {S.PENDING, S.AWAITING_RECHECK}, {S.PAUSED}, Guard.STATUS, "an operator pauses"),
         _t("pause_owned", {S.PROCESSING}, {S.PAUSED}, Guard.OWNER, "the owner sees a pause request"),
         _t("resume", {S.PAUSED}, {S.PENDING, S.AWAITING_RECHECK}, Guard.STATUS, "an operator resumes"),
@@ -108,12 +115,12 @@ def operator_actions(status: str) -> tuple[str, ...]:
 class InvalidStateError(Exception):
     """A transition that the table does not allow (e.g. anything out of COMPLETED or CANCELLED)."""
 
-    def __init__(self, name: str, current: str, target: str | None = None) -> None:
+    def __init__(self, name: str, current: str, target: str | None = None, why: str | None = None) -> None:
         transition = TRANSITIONS.get(name)
         allowed = ", ".join(sorted(transition.sources)) if transition else "nothing"
         into = f" to {target}" if target else ""
         super().__init__(
-            f"cannot {name} a job in status {current or '(none)'}{into} (allowed from: {allowed})"
+            why or f"cannot {name} a job in status {current or '(none)'}{into} (allowed from: {allowed})"
         )
         self.name = name
         self.current = current

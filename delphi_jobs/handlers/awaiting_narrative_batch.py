@@ -5,10 +5,16 @@ Schedule: ``in_progress`` and ``canceling`` (a state, not an error) go back to A
 not ended 30 hours after its creation ends the checker FAILED. Transient API errors re-check later.
 
 Results (defect 6: nothing is dropped silently): each ``succeeded`` result becomes a report item (the
-model that answered, the parent CREATE job's id, a timestamp fixed per batch so that processing again
-overwrites); refusals, ``errored`` (with their error type), ``canceled`` and ``expired`` results and
-malformed lines are counted per section. The checker ends COMPLETED when at least one section was
-stored, else FAILED; the same summary is merged into the parent's ``job_results.narrative``.
+model that answered, the parent CREATE job's id, and as timestamp the batch's ``ended_at``: fixed per
+batch, so processing again overwrites); refusals, ``errored`` (with their error type), ``canceled``
+and ``expired`` results and malformed lines are counted per section. The checker ends COMPLETED when at least one section was
+stored, else FAILED.
+
+The parent CREATE job stays COMPLETED (the hand-off), but its record alone tells the narrative's
+outcome: whenever the checker ends (results stored, given up, cancelled), it sets the parent's
+``job_results.result_type`` to SUCCESS (every section stored), PARTIAL (some), FAILURE (none, or the
+checker failed) or CANCELLED, with the counts under ``job_results.narrative``, and an
+``error_message`` when nothing was stored (docs/contract.md, "Outcome fields").
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Recheck, Stopped, StopReason
+from delphi_jobs.handlers.base import (
+    Annotation,
+    Completed,
+    Failed,
+    JobContext,
+    Outcome,
+    Recheck,
+    Stopped,
+    StopReason,
+)
 from delphi_jobs.handlers.narrative_services import GIVE_UP_HOURS, BatchCheck, NarrativeServices
 from delphi_jobs.model import AWAITING_NARRATIVE_BATCH, Job, JobValidationError, format_timestamp, utcnow
 from delphi_jobs.narrative.batch_client import BatchApiError, BatchClient, BatchInfo, ResultLine
@@ -48,6 +63,20 @@ class AwaitingNarrativeBatchHandler:
         return problems
 
     def run(self, ctx: JobContext) -> Outcome:
+        outcome = self._check(ctx)
+        parent = str(ctx.state.batch_job_id)
+        if isinstance(outcome, Failed) and not outcome.annotate:
+            note = {"outcome": "failure", "error": outcome.reason}
+            told = Annotation(parent, {"result_type": "FAILURE", "narrative": note}, outcome.reason)
+            return replace(outcome, annotate=(told,))
+        if isinstance(outcome, Stopped) and ctx.cancellation.reason == StopReason.CANCEL:
+            message = f"narrative cancelled: {ctx.cancellation.detail}"
+            note = {"outcome": "cancelled", "error": message}
+            told = Annotation(parent, {"result_type": "CANCELLED", "narrative": note}, message)
+            return replace(outcome, annotate=(told,))
+        return outcome
+
+    def _check(self, ctx: JobContext) -> Outcome:
         state: BatchCheck = ctx.state
         batch_id = str(state.batch_id)
         client = self._services.batches()
@@ -105,7 +134,8 @@ class AwaitingNarrativeBatchHandler:
             ctx.log.warning(
                 "no section map on the job: section names fall back to the custom_id minus the zid"
             )
-        timestamp = format_timestamp(info.created_at)
+        # The time the batch ended ("Generated" in the report client), fixed per batch: a re-run overwrites.
+        timestamp = format_timestamp(info.ended_at or info.created_at)
         counts: Counter[str] = Counter()
         errors: dict[str, str] = {}
         stored: list[str] = []
@@ -152,7 +182,7 @@ class AwaitingNarrativeBatchHandler:
             "errors": errors,
             "timestamp": timestamp,
         }
-        annotate = ((str(state.batch_job_id), {"narrative": summary}),)
+        annotate = (_parent_outcome(str(state.batch_job_id), summary),)
         if not stored:
             return Failed(
                 f"batch {info.id} ended with no section stored ({_count_text(summary)})",
@@ -225,6 +255,32 @@ def _is_json(text: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+FAILED_KINDS = ("errored", "expired", "canceled", "refused", "malformed", "missing")
+"""Requests of ours that stored nothing (``foreign`` lines were never ours, so they do not count)."""
+
+
+def _parent_outcome(parent_id: str, summary: dict[str, Any]) -> Annotation:
+    """SUCCESS, PARTIAL or FAILURE on the parent, with the counts; an error_message only when nothing
+    was stored (the original's wording), removed otherwise (a re-run may have fixed it)."""
+    stored = int(summary["stored"])
+    failed = sum(int(summary[kind]) for kind in FAILED_KINDS)
+    error = None
+    if stored and not failed:
+        result_type = "SUCCESS"
+    elif stored:
+        result_type = "PARTIAL"
+    else:
+        result_type = "FAILURE"
+        counts = _count_text(summary) or "no result lines"
+        error = (
+            f"{failed} of {failed} batch requests failed ({counts})"
+            if failed
+            else f"no section stored ({counts})"
+        )
+    narrative = {**summary, "outcome": result_type.lower()}
+    return Annotation(parent_id, {"result_type": result_type, "narrative": narrative}, error)
 
 
 def _count_text(summary: dict[str, Any]) -> str:

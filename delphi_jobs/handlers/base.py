@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from delphi_jobs.config import Settings
 from delphi_jobs.logs import JobLog, get_logger
 from delphi_jobs.model import ChildJob, Job
+from delphi_jobs.queue import KEEP, Keep
 
 
 class StopReason:
@@ -82,14 +83,27 @@ class LeaseLost(Exception):
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """What a job tells a related one before its own final write (a checker reporting to its parent):
+    keys merged into that job's job_results, and its error_message (None removes it) unless KEEP."""
+
+    job_id: str
+    results: Mapping[str, Any]
+    error_message: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
 class Completed:
     results: Mapping[str, Any] = field(default_factory=dict)
     state: Any = None
     """The handler's typed state to write with the final status (None: leave it as it is)."""
     children: tuple[ChildJob, ...] = ()
     """Follow-up jobs created in the same transaction as the completion (e.g. a batch checker)."""
-    annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-    """(job_id, keys) merged into another job's job_results before the final write (a checker's parent)."""
+    annotate: tuple[Annotation, ...] = ()
+    """Written on related jobs before the final write, so a crash in between is repaired by the re-run."""
+    process_exit_confirmed: bool = True
+    """No process of this run is left: none was started, or the child guard proved its whole tree gone.
+    Written on terminal writes: the newer Polis admission guard frees a FAILED job's slot only when true."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,9 @@ class Failed:
     retryable: bool = False
     results: Mapping[str, Any] = field(default_factory=dict)
     state: Any = None
-    annotate: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    annotate: tuple[Annotation, ...] = ()
+    process_exit_confirmed: bool = True
+    """As on Completed."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,10 @@ class Stopped:
     """The handler stopped because ``ctx.cancellation`` was set; the poller acts on its reason."""
 
     note: str = ""
+    process_exit_confirmed: bool = True
+    """As on Completed (a cancel is terminal)."""
+    annotate: tuple[Annotation, ...] = ()
+    """As on Completed; written only when the stop is a cancel (the run's end)."""
 
 
 Outcome = Completed | Failed | Recheck | Stopped

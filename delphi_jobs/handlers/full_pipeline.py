@@ -1,15 +1,19 @@
 """FULL_PIPELINE: run the Delphi pipeline for one conversation as an external command.
 
-Faithful to the original poller's mapping: ``python {DELPHI_APP_PATH}/run_delphi.py --zid=Z
---include_moderation=B --exclude_comment_selections=B [--rid=R]``, with ``DELPHI_JOB_ID`` and
-``DELPHI_REPORT_ID`` in the child's environment. ``DELPHI_PIPELINE_COMMAND`` replaces the command
-with a template (placeholders ``{zid}``, ``{report_id}``, ``{job_id}``, ``{app}``), split like a shell
-would but never run through one.
+Faithful to the original poller's mapping: ``python run_delphi.py --zid=Z --include_moderation=B
+--exclude_comment_selections=B [--rid=R]`` run in ``DELPHI_APP_PATH`` (run_delphi.py's own steps use
+paths relative to it) with ``python`` taken from ``PATH`` (the app's interpreter, not ours: delphi-jobs
+may live in a virtual environment of its own), and ``DELPHI_JOB_ID`` and ``DELPHI_REPORT_ID`` in the
+child's environment. The child's standard output and standard error are both logged at INFO, as the
+original's merged stream was. ``DELPHI_PIPELINE_COMMAND`` replaces the command with a template
+(placeholders ``{zid}``, ``{report_id}``, ``{job_id}``, ``{app}``), split like a shell would but never
+run through one, in the poller's working directory.
 
-Which failures are retried (with backoff, while retry_count < max_retries): a non-zero exit (the
-pipeline's database or network may be back next time) and death by a signal we did not send (e.g. the
-kernel's OOM killer). Not retried: a timeout (it would time out again), exit code 2 (a usage error),
-a command that cannot be started, and invalid job records.
+Every run starts by resetting the conversation's results (narrative reports included), so a failure is
+retried only when running again can help (docs/compatibility.md, "Retries"): the command killed by a
+signal nobody here sent (the kernel's OOM killer) goes back to PENDING with backoff while
+``retry_count < max_retries``; a lost worker is the rescuer's, under the same budget. Final at once: the
+script's own non-zero exit, a timeout, a command that cannot be started, an invalid record.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import sys
+import signal
 from collections.abc import Callable
 
 from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Stopped
 from delphi_jobs.model import FULL_PIPELINE, Job, JobValidationError
-from delphi_jobs.procgroup import run_group
+from delphi_jobs.procgroup import ProcessResult, run_group
 
 PROGRESS_LINE = re.compile(r"\[\s*(\d{1,3})%\]\s*(.+)$")
 """A pipeline line like ``pipeline: [ 50%] computing topics`` is also recorded as the job's progress."""
-USAGE_ERROR = 2
-NOT_STARTED = 127
 TAIL_LINES = 8
+PYTHON = "python"
+"""The original's interpreter: the first ``python`` on PATH (the app's), never ours."""
 
 
 class FullPipelineHandler:
@@ -52,6 +56,7 @@ class FullPipelineHandler:
         return problems
 
     def command(self, job: Job, app_path: str, template: str | None) -> list[str]:
+        """The command's argument list; run it in ``app_path`` unless ``template`` replaced it."""
         zid = job.zid()
         report_id = job.effective_report_id
         if template:
@@ -68,7 +73,7 @@ class FullPipelineHandler:
                 argv.append(part)
             return argv
         argv = [
-            sys.executable,
+            PYTHON,
             os.path.join(app_path, "run_delphi.py"),
             f"--zid={zid}",
             f"--include_moderation={job.config_bool('include_moderation', False)}",
@@ -89,7 +94,10 @@ class FullPipelineHandler:
         if ctx.cancellation.is_set():  # e.g. a cancel requested before a shutdown handed the job back
             return Stopped("stopped before starting")
         job = ctx.job
-        argv = self.command(job, ctx.settings.app_path, ctx.settings.pipeline_command)
+        template, app_path = ctx.settings.pipeline_command, ctx.settings.app_path
+        if not template and not os.path.isdir(app_path):
+            return Failed(f"DELPHI_APP_PATH: {app_path} is not a directory; run_delphi.py cannot run there")
+        argv = self.command(job, app_path, template)
         env = {
             **os.environ,
             "DELPHI_JOB_ID": job.job_id,
@@ -102,26 +110,46 @@ class FullPipelineHandler:
             env=env,
             timeout=job.timeout_seconds,
             on_stdout=lambda line: self._output(ctx, line),
-            on_stderr=ctx.log.error,
+            on_stderr=lambda line: self._output(ctx, line),
             should_stop=ctx.cancellation.is_set,
             grace=ctx.settings.kill_grace_seconds,
+            cwd=None if template else app_path,
         )
+        return self._outcome(ctx, result)
+
+    @staticmethod
+    def _outcome(ctx: JobContext, result: ProcessResult) -> Outcome:
+        gone = result.tree_gone
         if result.stopped:
-            return Stopped(f"pipeline stopped after {result.duration:.1f}s")
+            return Stopped(f"pipeline stopped after {result.duration:.1f}s", process_exit_confirmed=gone)
         if result.timed_out:
             return Failed(
-                f"timed out after {job.timeout_seconds}s (timeout_seconds); the process group was stopped",
-                retryable=False,
+                f"timed out after {ctx.job.timeout_seconds}s (timeout_seconds); "
+                "the process group was stopped",
+                process_exit_confirmed=gone,
             )
-        code = result.exit_code
-        if code == 0:
+        if result.exit_code == 0:
             ctx.progress("pipeline", 1.0)
-            return Completed({"exit_code": 0, "duration_seconds": round(result.duration, 3)})
+            return Completed(
+                {"exit_code": 0, "duration_seconds": round(result.duration, 3)}, process_exit_confirmed=gone
+            )
         tail = " | ".join(ctx.log.tail(TAIL_LINES))
-        if code == NOT_STARTED:
-            return Failed(f"pipeline command could not be started: {tail}", retryable=False)
-        if code is not None and code > 128:
-            reason = f"pipeline killed by signal {code - 128}"
+        if not result.started:
+            return Failed(f"pipeline command could not be started: {tail}", process_exit_confirmed=gone)
+        if result.killed_by is not None:
+            reason = f"pipeline killed by signal {_signal_name(result.killed_by)}, not sent by this poller"
+            retryable = True
         else:
-            reason = f"pipeline exited with code {code}"
-        return Failed(f"{reason}; last output: {tail}" if tail else reason, retryable=code != USAGE_ERROR)
+            reason, retryable = f"pipeline exited with code {result.exit_code}", False
+        return Failed(
+            f"{reason}; last output: {tail}" if tail else reason,
+            retryable=retryable,
+            process_exit_confirmed=gone,
+        )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)

@@ -40,9 +40,10 @@ def lease_queue(settings: Settings, on_error: Callable[[str | None], None] | Non
     """A queue whose calls cannot outlast a sixth of the lease: a heartbeat stuck in retries must not
     let the lease run out while the job keeps running (defect 2)."""
     budget = max(0.5, settings.lease_seconds / 6)
-    return JobQueue(
-        open_store(settings, on_error=on_error, max_attempts=2, read_timeout=budget, connect_timeout=budget)
+    store = open_store(
+        settings, on_error=on_error, max_attempts=2, read_timeout=budget, connect_timeout=budget
     )
+    return JobQueue.for_settings(store, settings)
 
 
 class Poller:
@@ -58,7 +59,9 @@ class Poller:
     ) -> None:
         self.settings = settings
         self.metrics = PollerMetrics(settings.metrics_sample_seconds, sampler=self._sample)
-        self._queue = queue or JobQueue(open_store(settings, on_error=self.metrics.store_error))
+        self._queue = queue or JobQueue.for_settings(
+            open_store(settings, on_error=self.metrics.store_error), settings
+        )
         self._running = RunningJobs()
         self.health = Health(max(settings.health_stale_seconds, 3 * settings.poll_interval))
         self.health.watch_leases(self._running.overdue)

@@ -14,7 +14,16 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from delphi_jobs.handlers.base import Cancellation, Completed, Failed, Outcome, Recheck, Stopped, StopReason
+from delphi_jobs.handlers.base import (
+    Annotation,
+    Cancellation,
+    Completed,
+    Failed,
+    Outcome,
+    Recheck,
+    Stopped,
+    StopReason,
+)
 from delphi_jobs.logs import JobLog
 from delphi_jobs.model import format_timestamp
 from delphi_jobs.poller.metrics import PollerMetrics
@@ -51,11 +60,13 @@ class Completer:
             self._metrics.leases_lost.inc()
             log.warning("lease lost: the job belongs to another worker now; writing nothing")
             return None
-        if isinstance(outcome, Completed | Failed):
-            # Before the final write: if we die in between, the re-run writes the same notes again.
-            for other_id, keys in outcome.annotate:
-                if not self._persist(partial(self._annotate, other_id, keys), log):
-                    log.warning("could not annotate a related job: it does not exist", related_job=other_id)
+        annotate = () if isinstance(outcome, Recheck) else outcome.annotate
+        if isinstance(outcome, Stopped) and reason != StopReason.CANCEL:
+            annotate = ()  # a hand-back or a pause does not end the run's work
+        # Before the final write: if we die in between, the re-run writes the same notes again.
+        for related in annotate:
+            if not self._persist(partial(self._annotate, related), log):
+                log.warning("could not annotate a related job: it does not exist", related_job=related.job_id)
         level, note, write = self._plan(claim, outcome, job_log, cancellation)
         job_log.add(level, note)
         written = self._persist(write, log)
@@ -68,8 +79,9 @@ class Completer:
         log.info("job finished", status=str(written))
         return written
 
-    def _annotate(self, job_id: str, keys: Any) -> Status | Lost:
-        return Status.COMPLETED if self._queue.merge_results(job_id, keys) else Lost(None)
+    def _annotate(self, note: Annotation) -> Status | Lost:
+        merged = self._queue.merge_results(note.job_id, note.results, error_message=note.error_message)
+        return Status.COMPLETED if merged else Lost(None)
 
     def _plan(
         self, claim: Claim, outcome: Outcome, job_log: JobLog, cancellation: Cancellation
@@ -83,7 +95,11 @@ class Completer:
                     "WARNING",
                     message,
                     lambda: queue.finish(
-                        claim, Status.CANCELLED, error_message=message, logs=job_log.snapshot()
+                        claim,
+                        Status.CANCELLED,
+                        error_message=message,
+                        logs=job_log.snapshot(),
+                        process_exit_confirmed=outcome.process_exit_confirmed,
                     ),
                 )
             case Stopped() if cancellation.reason == StopReason.PAUSE:
@@ -111,6 +127,7 @@ class Completer:
                         logs=job_log.snapshot(),
                         state=outcome.state,
                         children=outcome.children,
+                        process_exit_confirmed=outcome.process_exit_confirmed,
                     ),
                 )
             case Recheck():
@@ -129,7 +146,12 @@ class Completer:
                 return (
                     "ERROR",
                     outcome.reason,
-                    lambda: queue.retry_later(claim, error=outcome.reason, logs=job_log.snapshot()),
+                    lambda: queue.retry_later(
+                        claim,
+                        error=outcome.reason,
+                        logs=job_log.snapshot(),
+                        process_exit_confirmed=outcome.process_exit_confirmed,
+                    ),
                 )
             case Failed():
                 return (
@@ -142,6 +164,7 @@ class Completer:
                         results=outcome.results,
                         logs=job_log.snapshot(),
                         state=outcome.state,
+                        process_exit_confirmed=outcome.process_exit_confirmed,
                     ),
                 )
         raise TypeError(f"unknown outcome {outcome!r}")

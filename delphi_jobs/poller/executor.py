@@ -128,8 +128,8 @@ class Executor:
         if problems:
             return Failed("invalid job, not run: " + "; ".join(problems))
         poisoned = poison_reason(claim)
-        if poisoned:
-            return Failed(poisoned)
+        if poisoned:  # the lost worker's processes are out of our sight: their exit is unconfirmed
+            return Failed(poisoned, process_exit_confirmed=False)
         cancellation = lease.cancellation
         if job.cancel_requested:
             cancellation.set(StopReason.CANCEL, job.cancel_requested)

@@ -19,7 +19,7 @@ from delphi_jobs.config import Settings
 from delphi_jobs.model import Job
 from delphi_jobs.poller.metrics import Health, PollerMetrics
 from delphi_jobs.poller.rescuer import Rescuer
-from delphi_jobs.queue import DUE, Claim, JobQueue
+from delphi_jobs.queue import CLAIMABLE, Claim, JobQueue
 from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, StoreError
 
@@ -145,7 +145,7 @@ class Producer:
 
     def _anything_due(self) -> bool:
         """Before --exit-when-idle exits: every lane, whatever its cadence."""
-        return any(self._queue.find_due(status, accept=self._accept) for status in DUE)
+        return any(self._queue.find_due(status, accept=self._accept) for status in CLAIMABLE)
 
     def _next_claim(self, worker_id: str) -> tuple[Claim | None, bool]:
         now = self._monotonic()

@@ -2,8 +2,10 @@
 
 Abandoned PROCESSING jobs are rare, so they are looked for on their own cadence (half a lease, at most
 30 s) rather than on every poll: a job can only be rescued once its lease has run out, so looking more
-often would buy nothing. A job whose owners died this many times in a row is failed instead of run again
-(it probably kills its poller, e.g. by running out of memory).
+often would buy nothing. A lost worker's run counts as an attempt, like a retry, under the job's one
+budget (``max_retries``), and the job is rescued only after the same backoff (queue.reclaim_delay). A
+job whose budget is spent is failed instead of run again (it probably kills its poller, e.g. by running
+out of memory): docs/compatibility.md, "Retries".
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from delphi_jobs.model import Job
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
 
-MAX_RECLAIMS = 3
 MAX_RESCUE_INTERVAL = 30.0
 
 
 def poison_reason(claim: Claim) -> str | None:
+    """Why a reclaimed job must not run again: its attempts are used up (the reclaim counted one)."""
     job = claim.job
-    if claim.reclaimed and job.reclaim_count > MAX_RECLAIMS:
+    if claim.reclaimed and job.retry_count > job.max_retries:
         return (
-            f"abandoned {job.reclaim_count} times by workers that died or stalled while running it "
-            "(a job that kills its poller, e.g. by running out of memory?); not run again"
+            f"abandoned by a worker that died or stalled while running it, after {job.retry_count} "
+            f"attempts (max_retries {job.max_retries}; {job.reclaim_count} lost workers): not run again "
+            "(a job that kills its poller, e.g. by running out of memory?)"
         )
     return None
 
