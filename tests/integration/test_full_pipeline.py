@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
@@ -20,7 +19,7 @@ def job(**changes: object) -> Job:
 def test_default_command_is_the_original_mapping() -> None:
     argv = FullPipelineHandler().command(job(), "/app", None)
     assert argv == [
-        sys.executable,
+        "python",  # the app's interpreter, first on PATH, as the original poller ran it
         "/app/run_delphi.py",
         "--zid=36",
         "--include_moderation=False",

@@ -13,7 +13,6 @@ from delphi_jobs.handlers import Registry
 from delphi_jobs.handlers.base import Cancellation, Completed, JobContext, Outcome, Stopped, StopReason
 from delphi_jobs.model import Job
 from delphi_jobs.poller import Poller
-from delphi_jobs.poller.rescuer import MAX_RECLAIMS
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.store import Change, DynamoJobStore, Lost, StoreUnavailable, Written, open_store
 
@@ -77,21 +76,23 @@ def test_a_finished_job_survives_a_transient_outcome_write_failure(moto_settings
 
 
 def test_poison_job_fails_after_repeated_abandonment(moto_settings: Settings) -> None:
-    queue = JobQueue(open_store(moto_settings))
-    queue.enqueue({"job_id": "poison", "conversation_id": "1"})
-    for _ in range(MAX_RECLAIMS + 1):  # every owner "dies": its lease runs out
+    """Lost workers use the job's retry budget: max_retries 3 means four runs, then FAILED unrun."""
+    queue = JobQueue(open_store(moto_settings), retry_base=0.0)
+    queue.enqueue({"job_id": "poison", "conversation_id": "1", "max_retries": 3})
+    for _ in range(4):  # every owner "dies": its lease runs out
         claimed(queue, "poison", "doomed", 0.05)
         time.sleep(0.1)
     job = queue.get("poison")
-    assert job is not None and job.reclaim_count == MAX_RECLAIMS
+    assert job is not None and (job.reclaim_count, job.retry_count) == (3, 3)
     handler = Quick()
     poller = Poller(moto_settings, Registry([handler]), queue=queue)
     claim = claimed(queue, "poison", "survivor", 5)
-    assert claim.reclaimed and claim.job.reclaim_count == MAX_RECLAIMS + 1
+    assert claim.reclaimed and claim.job.retry_count == 4
     result = poller.executor.run(claim)
     assert result.status == "FAILED" and handler.ran == []
     failed = queue.get("poison")
-    assert failed is not None and "abandoned 4 times" in str(failed.error_message)
+    assert failed is not None and "after 4 attempts (max_retries 3" in str(failed.error_message)
+    assert failed.item["process_exit_confirmed"] is False, "the lost workers' processes are out of sight"
 
 
 def test_a_deadline_stops_a_job_even_if_nobody_sets_the_flag() -> None:

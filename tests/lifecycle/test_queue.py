@@ -14,6 +14,7 @@ import pytest
 
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.model import ChildJob, LogEntry, format_timestamp, text_field, utcnow
+from delphi_jobs.poller.rescuer import poison_reason
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError, Status
 from delphi_jobs.store import JobExists, JobStore, Lost
@@ -25,6 +26,13 @@ class Note:
 
     batch_status: str | None = text_field()
     batch_id: str | None = text_field(external=True)
+
+
+@pytest.fixture
+def queue(store: JobStore) -> JobQueue:
+    """Lost workers' jobs are reclaimable as soon as their lease runs out here; the backoff (and the
+    other settings) have tests of their own below."""
+    return JobQueue(store, retry_base=0.0)
 
 
 def raw(store: JobStore, job_id: str) -> dict[str, Any]:
@@ -328,3 +336,74 @@ def test_history_keeps_the_newest_hundred(queue: JobQueue) -> None:
     job = queue.get("long")
     assert job is not None and len(job.history) == 100
     assert (job.history[-1].source, job.history[-1].to) == ("PAUSED", "PENDING")
+
+
+def test_lost_worker_consumes_an_attempt_after_a_backoff(store: JobStore) -> None:
+    """One budget for retries and lost workers: a reclaim counts as an attempt and waits the backoff."""
+    queue = JobQueue(store, retry_base=1.0)  # the first reclaim waits 0.5 s after the lease ran out
+    queue.enqueue({"job_id": "lost", "conversation_id": "1", "max_retries": 1})
+    claim_one(queue, "w-dead", lease=0.1)
+    time.sleep(0.25)
+    [job] = queue.list_by_status("PROCESSING")
+    assert queue.find_candidates() == [] and isinstance(queue.claim(job, "w-early", 30), Lost)
+    time.sleep(0.5)
+    again = claim_one(queue, "w-2", lease=0.1)
+    assert again.reclaimed and (again.job.retry_count, again.job.reclaim_count) == (1, 1)
+    assert poison_reason(again) is None
+    time.sleep(0.2 + 1.0)  # the second reclaim waits a full base
+    last = claim_one(queue, "w-3")
+    assert last.job.retry_count == 2 and poison_reason(last), "max_retries 1: no third run"
+
+
+def test_terminal_writes_confirm_the_process_exit(queue: JobQueue, store: JobStore) -> None:
+    for job_id, confirmed in (("pe1", True), ("pe2", False)):
+        queue.enqueue({"job_id": job_id, "conversation_id": "1"})
+        claim = claim_one(queue)
+        assert queue.finish(claim, Status.FAILED, process_exit_confirmed=confirmed) == Status.FAILED
+        assert raw(store, job_id)["process_exit_confirmed"] is confirmed
+    queue.enqueue({"job_id": "pe3", "conversation_id": "1"})
+    assert queue.cancel("pe3", "not needed").status == Status.CANCELLED
+    assert raw(store, "pe3")["process_exit_confirmed"] is True
+
+
+def test_legacy_statuses_write_a_cancel_as_failed_and_refuse_pausing(store: JobStore) -> None:
+    queue = JobQueue(store, legacy_statuses=True)
+    queue.enqueue({"job_id": "lc1", "conversation_id": "1"})
+    assert queue.cancel("lc1", "operator: wrong conversation").status == Status.FAILED
+    item = raw(store, "lc1")
+    assert item["status"] == "FAILED" and item["process_exit_confirmed"] is True
+    assert json.loads(item["job_results"])["result_type"] == "CANCELLED"
+    assert item["error_message"] == "operator: wrong conversation"
+
+    queue.enqueue({"job_id": "lc2", "conversation_id": "1"})
+    with pytest.raises(InvalidStateError, match="pausing is disabled .*DELPHI_LEGACY_STATUSES"):
+        queue.pause("lc2")
+    claim = claim_one(queue)
+    assert queue.cancel("lc2", "stop it").requested
+    assert queue.finish(claim, Status.CANCELLED, error_message="cancelled: stop it") == Status.FAILED
+    item = raw(store, "lc2")
+    assert item["status"] == "FAILED" and json.loads(item["job_results"])["result_type"] == "CANCELLED"
+    assert "cancel_requested" not in item and item["process_exit_confirmed"] is True
+
+
+def test_legacy_statuses_hand_back_a_pause_requested_before(store: JobStore) -> None:
+    JobQueue(store).enqueue({"job_id": "lp", "conversation_id": "1"})
+    claim = claim_one(JobQueue(store))
+    assert JobQueue(store).pause("lp").requested  # asked before the setting was turned on
+    assert JobQueue(store, legacy_statuses=True).finish(claim, Status.PAUSED) == Status.PENDING
+    item = raw(store, "lp")
+    assert item["status"] == "PENDING" and "pause_requested" not in item
+    assert "DELPHI_LEGACY_STATUSES" in item["handed_back_reason"]
+
+
+def test_merge_results_sets_or_keeps_the_error_message(queue: JobQueue, store: JobStore) -> None:
+    queue.enqueue({"job_id": "me", "conversation_id": "1"})
+    assert queue.finish(claim_one(queue), Status.COMPLETED) == Status.COMPLETED
+    assert queue.merge_results("me", {"result_type": "FAILURE"}, error_message="3 of 3 failed")
+    assert raw(store, "me")["error_message"] == "3 of 3 failed"
+    assert queue.merge_results("me", {"more": 1})  # KEEP by default
+    assert raw(store, "me")["error_message"] == "3 of 3 failed"
+    assert queue.merge_results("me", {"result_type": "SUCCESS"}, error_message=None)
+    item = raw(store, "me")
+    assert "error_message" not in item and item["status"] == "COMPLETED"
+    assert json.loads(item["job_results"])["result_type"] == "SUCCESS"
