@@ -376,7 +376,7 @@ def test_legacy_statuses_write_a_cancel_as_failed_and_refuse_pausing(store: JobS
     assert item["error_message"] == "operator: wrong conversation"
 
     queue.enqueue({"job_id": "lc2", "conversation_id": "1"})
-    with pytest.raises(InvalidStateError, match="pausing is disabled .*DELPHI_LEGACY_STATUSES"):
+    with pytest.raises(InvalidStateError, match=r"pausing is disabled .*DELPHI_LEGACY_STATUSES"):
         queue.pause("lc2")
     claim = claim_one(queue)
     assert queue.cancel("lc2", "stop it").requested
