@@ -13,8 +13,8 @@ class DatabaseNotConfigured(RuntimeError):
     """Neither DATABASE_URL nor DATABASE_HOST is set."""
 
 
-def connect(settings: Settings) -> Any:
+def connect(settings: Settings, *, connect_timeout: int = 10) -> Any:
     """Open a psycopg2 connection; sslmode comes from the URL (DATABASE_SSL_MODE builds it in)."""
     if not settings.database_url:
         raise DatabaseNotConfigured("no database configured: set DATABASE_URL or DATABASE_HOST")
-    return psycopg2.connect(settings.database_url, connect_timeout=10)
+    return psycopg2.connect(settings.database_url, connect_timeout=connect_timeout)

@@ -7,8 +7,8 @@ not ended 30 hours after its creation ends the checker FAILED. Transient API err
 Results (defect 6: nothing is dropped silently): each ``succeeded`` result becomes a report item (the
 model that answered, the parent CREATE job's id, and as timestamp the batch's ``ended_at``: fixed per
 batch, so processing again overwrites); refusals, ``errored`` (with their error type), ``canceled``
-and ``expired`` results and malformed lines are counted per section. The checker ends COMPLETED when at least one section was
-stored, else FAILED.
+and ``expired`` results and malformed lines are counted per section. The checker ends COMPLETED when
+at least one section was stored, else FAILED.
 
 The parent CREATE job stays COMPLETED (the hand-off), but its record alone tells the narrative's
 outcome: whenever the checker ends (results stored, given up, cancelled), it sets the parent's

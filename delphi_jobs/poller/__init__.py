@@ -22,6 +22,7 @@ from delphi_jobs.poller.executor import Executor, RunningJobs, RunResult
 from delphi_jobs.poller.metrics import SAMPLED_STATUSES, Health, PollerMetrics, serve
 from delphi_jobs.poller.producer import Producer, Slot, Slots
 from delphi_jobs.poller.signals import on_stop_signals
+from delphi_jobs.poller.sizes import SizeGate
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError
 from delphi_jobs.store import Lost, StoreUnavailable, open_store
@@ -80,12 +81,14 @@ class Poller:
         self._lock = threading.Lock()
         self._signals = 0
         self._log = get_logger(component="poller")
+        self._sizes = SizeGate.for_settings(settings, self._log)
 
     def _sample(self) -> tuple[dict[str, int], datetime | None]:
         return self._queue.depth(SAMPLED_STATUSES)
 
     def _accepts(self, job: Job) -> bool:
-        return self._registry.accepts(job.job_type)
+        """A job of a type this poller serves, of a conversation size it takes (INSTANCE_SIZE)."""
+        return self._registry.accepts(job.job_type) and (self._sizes is None or self._sizes.accepts(job))
 
     def _wait_for_dynamodb(self) -> None:
         """The table must exist (TableMissing is raised at once: a configuration problem). An
@@ -123,6 +126,7 @@ class Poller:
             table=settings.jobs_table,
             endpoint=settings.endpoint_url or "aws",
             job_types=self._registry.served,
+            instance_size=settings.instance_size,
         )
         slots = Slots([new_worker_id(i) for i in range(settings.max_workers)])
         with ThreadPoolExecutor(settings.max_workers, thread_name_prefix="worker") as pool:
