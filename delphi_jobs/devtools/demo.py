@@ -110,7 +110,8 @@ def _groups(settings: Settings, zid: int) -> list[int]:
 
 
 def _settings(base: Settings, fake_url: str | None) -> Settings:
-    pipeline = f"{sys.executable} -m delphi_jobs pipeline --zid {{zid}} --rid {{report_id}}"
+    # No Polis math worker here: the stand-in pipeline writes math_main too.
+    pipeline = f"{sys.executable} -m delphi_jobs pipeline --zid {{zid}} --rid {{report_id}} --write-math-main"
     changes: dict[str, Any] = {
         "poll_interval": 0.2,
         "max_workers": 2,

@@ -35,6 +35,7 @@ from tests.pollers import poller_env, start_poller, wait_for
 ZID = 4242
 REPORT = "r_e2e_report"
 MODEL = "claude-test-model"
+PIPELINE_JOB = "5b0e4a52-8c1d-4f3e-a6b7-0c9d8e7f6a5b"
 GLOBALS = {
     "batch_re_global_groups",
     "batch_re_global_group_informed_consensus",
@@ -65,11 +66,15 @@ def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Setti
         moto_settings,
         database_url=analysed_db,
         anthropic_api_key="test-key",
+        anthropic_model=MODEL,
         anthropic_base_url=fake.base_url,
         batch_recheck_seconds=0.1,
         lease_seconds=5,
     )
-    run_pipeline(settings, ZID, REPORT)  # topics into this test's own tables
+    # topics into this test's own tables, keyed like the real pipeline's; no math worker here
+    run_pipeline(
+        dataclasses.replace(settings, pipeline_job_id=PIPELINE_JOB), ZID, REPORT, write_math_main=True
+    )
     return settings
 
 
@@ -175,7 +180,7 @@ def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic)
         lambda cid: cid.endswith("global_uncertainty"), "errored", error_type="overloaded_error"
     )
     fake.result_outcome(lambda cid: cid.endswith("global_groups"), "expired")
-    fake.refuse(lambda cid: cid.endswith("layer0_0"))
+    fake.refuse(lambda cid: cid.endswith(f"{PIPELINE_JOB}_0_0"))
     _, checker = narrate(env, queue)
     assert checker.status == "COMPLETED"
     results = checker.job_results
@@ -183,7 +188,7 @@ def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic)
     assert results["errors"] == {
         "batch_re_global_uncertainty": "overloaded_error",
         "batch_re_global_groups": "expired",
-        "layer0_0": "refusal",
+        f"{PIPELINE_JOB}_0_0": "refusal",
     }
     total = len(json.loads(str(checker.item["section_map"])))
     assert results["stored"] == total - 3 and set(results["errors"]).isdisjoint(results["sections"])
@@ -353,8 +358,10 @@ def test_kill_9_during_create_then_recovery_pays_once(
     extra = {
         "DATABASE_URL": str(env.database_url),
         "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_MODEL": MODEL,
         "ANTHROPIC_BASE_URL": fake.base_url,
         "DELPHI_BATCH_RECHECK_SECONDS": "0.1",
+        "DELPHI_RETRY_BASE_SECONDS": "0.2",  # the lost worker's job is rescued soon after its lease
     }
     env_vars = poller_env(env, tmp_path, **extra)
     first = start_poller(env_vars, "--lease-seconds", "1.5", log=tmp_path / "first.log")
@@ -382,7 +389,7 @@ def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake:
 
     record = producer_records.server_narrative(REPORT, ZID, model="")
     producer_records.put_raw(make_client(env), env.jobs_table, record)
-    drain(env, queue, [record["job_id"]])
+    drain(dataclasses.replace(env, anthropic_model=None), queue, [record["job_id"]])
     job = queue.get(record["job_id"])
     assert job is not None and job.status == "FAILED" and "ANTHROPIC_MODEL" in str(job.error_message)
 

@@ -18,6 +18,7 @@ from delphi_jobs.narrative.conversation import load_conversation
 from delphi_jobs.topic_tables import TopicStore
 
 ZID = 7
+JOB = "0f8c2b1e-5d7a-4c3b-9e2f-1a2b3c4d5e6f"
 
 
 @pytest.fixture
@@ -51,7 +52,10 @@ def test_run_pipeline_stores_math_main_and_topics(pipeline_settings: Settings, p
     steps: list[tuple[str, float]] = []
     before = int(time.time() * 1000)
 
-    summary = run_pipeline(pipeline_settings, ZID, "r_seven", progress=lambda s, f: steps.append((s, f)))
+    settings = dataclasses.replace(pipeline_settings, pipeline_job_id=JOB)
+    summary = run_pipeline(
+        settings, ZID, "r_seven", progress=lambda s, f: steps.append((s, f)), write_math_main=True
+    )
 
     assert steps[0] == ("reading comments and votes", 0.0) and steps[-1] == ("done", 1.0)
     assert [f for _, f in steps] == sorted(f for _, f in steps) and len(steps) == 6
@@ -82,11 +86,12 @@ def test_run_pipeline_stores_math_main_and_topics(pipeline_settings: Settings, p
     assert all(len(a.clusters) == 2 for a in topics.assignments)
     assert len(topics.names) == len(topics.keywords) == summary.topics
     for name in topics.names:
-        assert name.topic_key == f"layer{name.layer_id}_{name.cluster_id}"
+        assert name.topic_key == f"{JOB}#{name.layer_id}#{name.cluster_id}"  # the real pipeline's key
         assert name.topic_name and name.model_name == "keywords"
         assert parse_timestamp(name.created_at) is not None
     for layer in (0, 1):
         rows = [k for k in topics.keywords if k.layer_id == layer]
+        assert all(k.cluster_key == f"layer{layer}_{k.cluster_id}" for k in rows)
         assert sum(k.size for k in rows) == 30 and all(k.keywords for k in rows)
         in_layer = {a.clusters[layer] for a in topics.assignments}
         assert in_layer == {k.cluster_id for k in rows}
@@ -95,7 +100,7 @@ def test_run_pipeline_stores_math_main_and_topics(pipeline_settings: Settings, p
 def test_the_narrative_reads_what_the_pipeline_wrote(pipeline_settings: Settings, pg_url: str) -> None:
     sample = generate_sample(seed=2, participants=90, comments=24, moderated=2, zid=ZID)
     _load(pg_url, sample)
-    summary = run_pipeline(pipeline_settings, ZID)
+    summary = run_pipeline(pipeline_settings, ZID, write_math_main=True)
     conn = psycopg2.connect(pg_url)
     try:
         report = load_conversation(conn, ZID, math_env=pipeline_settings.math_env)
@@ -110,10 +115,10 @@ def test_the_narrative_reads_what_the_pipeline_wrote(pipeline_settings: Settings
 def test_a_rerun_replaces_the_results(pipeline_settings: Settings, pg_url: str) -> None:
     sample = generate_sample(seed=3, participants=60, comments=20, moderated=0, zid=ZID)
     _load(pg_url, sample)
-    run_pipeline(pipeline_settings, ZID)
+    run_pipeline(pipeline_settings, ZID, write_math_main=True)
     _execute(pg_url, "UPDATE comments SET mod = -1 WHERE zid = %s AND tid IN (0, 1, 2)", (ZID,))
 
-    summary = run_pipeline(pipeline_settings, ZID)
+    summary = run_pipeline(pipeline_settings, ZID, write_math_main=True)
 
     assert summary.math_tick == 2 and summary.moderated_out == 3
     [(data,)] = _execute(pg_url, "SELECT data FROM math_main WHERE zid = %s", (ZID,))
@@ -131,8 +136,8 @@ def test_a_real_polis_math_main_gets_its_extra_columns(pipeline_settings: Settin
     )
     sample = generate_sample(seed=4, participants=40, comments=12, moderated=1, zid=ZID)
     _load(pg_url, sample)
-    run_pipeline(pipeline_settings, ZID)
-    run_pipeline(pipeline_settings, ZID)
+    run_pipeline(pipeline_settings, ZID, write_math_main=True)
+    run_pipeline(pipeline_settings, ZID, write_math_main=True)
     [(last_vote, tick)] = _execute(
         pg_url, "SELECT last_vote_timestamp, math_tick FROM math_main WHERE zid = %s", (ZID,)
     )
@@ -178,13 +183,21 @@ def test_the_command_prints_progress_and_exits_non_zero_on_error(
     assert "pipeline: [  0%] reading comments and votes" in out
     assert "pipeline: [100%] done" in out
     assert f"conversation {ZID}: 50 participants" in out and "opinion groups" in out
+    assert (
+        out.splitlines()[-1] == f"Results stored in DynamoDB for conversation {ZID}"
+    )  # what the client waits for
+    assert "writing math_main" not in out and _execute(pg_url, "SELECT count(*) FROM math_main") == [(0,)]
+
+    assert main(["--zid", str(ZID), "--write-math-main"]) == 0  # the demo's command: no math worker there
+    assert "writing math_main" in capsys.readouterr().out
+    assert _execute(pg_url, "SELECT count(*) FROM math_main") == [(1,)]
 
     assert main(["--zid", str(ZID), "--rid", ""]) == 0  # the handler's template leaves an empty report id
     capsys.readouterr()
 
-    assert main(["--zid", "999"]) == 2  # permanent: the handler does not retry it
+    assert main(["--zid", "999"]) == 2  # nothing to compute
     assert "pipeline failed: conversation 999 not found" in capsys.readouterr().err
 
     monkeypatch.setenv("DATABASE_URL", pg_url.replace("/polis_", "/missing_", 1))
-    assert main(["--zid", str(ZID)]) == 1  # transient: retried
+    assert main(["--zid", str(ZID)]) == 1  # the database failed
     assert "pipeline failed: database error" in capsys.readouterr().err

@@ -180,6 +180,26 @@ def test_topic_sections_follow_cluster_assignments_per_layer() -> None:
     assert set(plan.skipped) >= {"uuid1_0_9", "no_cluster"}
 
 
+@pytest.mark.parametrize("zid", [7, 123, 99_999_999])
+@pytest.mark.parametrize(
+    "run", ["0f8c2b1e-5d7a-4c3b-9e2f-1a2b3c4d5e6f", "pipeline_run_5b0e4a52-8c1d-4f3e-a6b7-0c9d8e7f6a5b"]
+)
+def test_topic_sections_are_what_the_report_client_rebuilds(zid: int, run: str) -> None:
+    """The client finds a topic's narrative under ``topic_key.replace(/#/g, "_")`` and the server's
+    run picker matches a uuid in the section: a pipeline's real keys must come through unchanged."""
+    comments = [comment(1)]
+    names = [
+        TopicName(f"{run}#{layer}#{cluster}", "t", layer_id=layer, cluster_id=cluster)
+        for layer, cluster in ((0, 12), (2, 3))
+    ]
+    plan = plan_sections(
+        dataclasses.replace(conversation(comments), zid=zid), topics(names, {1: (12, 0, 3)}), JOB_ID
+    )
+    client_keys = {name.topic_key.replace("#", "_") for name in names}
+    assert {s.name for s in plan.sections if s.kind is SectionKind.TOPIC} == client_keys
+    assert all(s.custom_id == f"{zid}_{s.name}" for s in plan.sections)
+
+
 @pytest.mark.parametrize(
     ("layers", "expected"),
     [

@@ -95,8 +95,11 @@ def test_load_sample_fills_the_polis_tables(pg_url: str) -> None:
 def test_keyword_topics_follow_the_sample_themes_and_nest() -> None:
     sample = generate_sample(seed=0)
     comments = [CommentText(c.tid, c.txt) for c in sample.comments if c.mod > -1]
-    topics = comment_topics(comments, created_at="2025-01-01T00:00:00.000Z")
-    assert comment_topics(list(reversed(comments)), created_at="2025-01-01T00:00:00.000Z") == topics
+    topics = comment_topics(comments, run_id="job-1", created_at="2025-01-01T00:00:00.000Z")
+    assert (
+        comment_topics(list(reversed(comments)), run_id="job-1", created_at="2025-01-01T00:00:00.000Z")
+        == topics
+    )
     theme = {c.tid: c.theme for c in sample.comments}
     for layer, least_purity in ((0, 0.85), (1, 0.75)):
         clusters: dict[int, list[str]] = {}
@@ -119,5 +122,5 @@ def test_tokens_drop_stop_words_and_fold_plurals() -> None:
     assert [stem(w) for w in ("parks", "cities", "buses", "bus", "grass", "parking")] == [
         "park", "city", "buse", "bus", "grass", "parking",
     ]  # fmt: skip
-    wordless = comment_topics([CommentText(1, "Yes!"), CommentText(2, "No.")], created_at="t")
+    wordless = comment_topics([CommentText(1, "Yes!"), CommentText(2, "No.")], run_id="j", created_at="t")
     assert [n.topic_name for n in wordless.names] == ["Other comments"]

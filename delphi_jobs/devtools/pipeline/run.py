@@ -1,8 +1,13 @@
 """``delphi-jobs pipeline``: compute one conversation's opinion groups and topics and store them where
-the narrative reports read them (``math_main`` in PostgreSQL, the three topic tables in DynamoDB).
+the narrative reports read them (the three topic tables in DynamoDB and, when told to, ``math_main`` in
+PostgreSQL).
 
-It is the FULL_PIPELINE command when no Delphi pipeline is installed. Progress goes to a callback (and
-to stdout from the command line) as (step, overall fraction).
+It is the FULL_PIPELINE command when no Delphi pipeline is installed, and behaves like the real one
+where readers can tell: topic rows are keyed ``{DELPHI_JOB_ID}#{layer}#{cluster}`` (the report client
+rebuilds topic section names from that), and the last line on stdout is ``Results stored in DynamoDB
+for conversation {zid}`` (the client watches the pipeline job's log for it). ``math_main`` belongs to
+the Polis math worker: it is written only with ``--write-math-main`` (the demo, which has no math
+worker). Progress goes to a callback (and to stdout from the command line) as (step, overall fraction).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +82,16 @@ class _Conversation:
 
 
 def run_pipeline(
-    settings: Settings, zid: int, report_id: str | None = None, progress: Progress | None = None
+    settings: Settings,
+    zid: int,
+    report_id: str | None = None,
+    progress: Progress | None = None,
+    *,
+    write_math_main: bool = False,
 ) -> PipelineSummary:
-    """Read the conversation, compute, upsert ``math_main`` and replace the conversation's topics."""
+    """Read the conversation, compute, replace the conversation's topics and, when told to, upsert
+    ``math_main``. Topic keys carry DELPHI_JOB_ID, else a ``pipeline_run_`` id as the real pipeline's."""
+    run_id = settings.pipeline_job_id or f"pipeline_run_{uuid.uuid4()}"
     notify = progress or (lambda step, fraction: None)
     started = time.monotonic()
     notify("reading comments and votes", 0.0)
@@ -93,9 +106,10 @@ def run_pipeline(
     except NoVotesError:
         raise PipelineError(f"conversation {zid} has no votes on its comments") from None
     notify("computing topics", 0.5)
-    topics = comment_topics(conversation.comments, created_at=format_timestamp(utcnow()))
-    notify("writing math_main", 0.7)
-    _write_math_main(settings, zid, result, conversation.last_vote_ms)
+    topics = comment_topics(conversation.comments, run_id=run_id, created_at=format_timestamp(utcnow()))
+    if write_math_main:
+        notify("writing math_main", 0.7)
+        _write_math_main(settings, zid, result, conversation.last_vote_ms)
     notify("writing topics", 0.8)
     TopicStore(make_client(settings), settings).replace(str(zid), topics)
     summary = PipelineSummary(
@@ -200,10 +214,10 @@ def _describe(summary: PipelineSummary) -> str:
 
 
 PERMANENT_FAILURE = 2
-"""Exit status when running again cannot help (no such conversation, nothing to compute, bad settings);
-the FULL_PIPELINE handler does not retry it, as for argparse's usage errors."""
+"""Exit status when running again cannot help (no such conversation, nothing to compute, bad settings)."""
 TRANSIENT_FAILURE = 1
-"""Exit status when PostgreSQL or DynamoDB failed; the handler retries it with backoff."""
+"""Exit status when PostgreSQL or DynamoDB failed. The FULL_PIPELINE handler retries neither (a
+script's own exit is final, as in the original): an operator retries the job."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--zid", type=int, required=True, help="conversation id")
     parser.add_argument("--rid", default=None, help="report id (checked against the reports table)")
+    parser.add_argument(
+        "--write-math-main",
+        action="store_true",
+        help="also upsert math_main (normally the Polis math worker's; the demo has none)",
+    )
     args = parser.parse_args(argv)
     try:
-        summary = run_pipeline(Settings.from_env(), args.zid, args.rid or None, _print_progress)
+        summary = run_pipeline(
+            Settings.from_env(),
+            args.zid,
+            args.rid or None,
+            _print_progress,
+            write_math_main=args.write_math_main,
+        )
     except (PipelineError, ConfigError, polisdb.DatabaseNotConfigured) as exc:
         print(f"pipeline failed: {exc}", file=sys.stderr)
         return PERMANENT_FAILURE
@@ -227,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline failed writing topics: {exc}", file=sys.stderr)
         return TRANSIENT_FAILURE
     print(f"pipeline: {_describe(summary)}", flush=True)
+    print(f"Results stored in DynamoDB for conversation {summary.zid}", flush=True)  # the client waits for it
     return 0
 
 

@@ -207,8 +207,14 @@ def topic_name(words: Sequence[str]) -> str:
     return name[0].upper() + name[1:]
 
 
-def comment_topics(comments: Sequence[CommentText], *, created_at: str, seed: int = 0) -> TopicData:
-    """Topic rows for the three topic tables: per-comment layer assignments, names and keywords."""
+def comment_topics(
+    comments: Sequence[CommentText], *, run_id: str, created_at: str, seed: int = 0
+) -> TopicData:
+    """Topic rows for the three topic tables: per-comment layer assignments, names and keywords.
+
+    Topic names are keyed ``{run_id}#{layer}#{cluster}`` like the real pipeline's (run_id is the
+    FULL_PIPELINE job's id): the report client rebuilds a topic's section name from that key. Keywords
+    keep the real pipeline's ``layer{L}_{C}`` cluster keys."""
     if not comments:
         return TopicData(assignments=(), names=(), keywords=())
     ordered = sorted(comments, key=lambda c: c.tid)
@@ -227,7 +233,7 @@ def comment_topics(comments: Sequence[CommentText], *, created_at: str, seed: in
             key = f"layer{layer_id}_{cluster_id}"
             names.append(
                 TopicName(
-                    topic_key=key,
+                    topic_key=f"{run_id}#{layer_id}#{cluster_id}",
                     topic_name=topic_name(words),
                     layer_id=layer_id,
                     cluster_id=cluster_id,
