@@ -57,7 +57,7 @@ def test_server_full_pipeline_record_completes(queue: JobQueue, moto_settings: S
     assert job.job_results["result_type"] == "SUCCESS"
     assert runs(state, job_id)[0].endswith("report=r_report1 env_report=r_report1")
     assert [e.message for e in job.logs][-4:-1] == [f"step {i} of zid 1" for i in range(3)]
-    assert job.logs[0].message == "Job created"  # the producer's entry is kept
+    assert job.logs[0].message == "Job created for conversation 1"  # the producer's entry is kept
     assert f"[DELPHI JOB {job_id[:8]}] INFO: step 0 of zid 1" in output
 
 

@@ -42,8 +42,8 @@ def test_server_full_pipeline_record() -> None:
     assert job.worker_id is None  # "none" is the producers' placeholder
     assert job.started_at is None and job.completed_at is None  # "" means not set
     assert job.config_bool("include_moderation", True) is False
-    assert job.config_value("n_components") == 2  # stages[0].config wins
-    assert len(job.logs) == 1 and job.logs[0].message == "Job created"
+    assert job.config_value("max_votes") is None  # stages[0] is the PCA stage's own (empty) config
+    assert len(job.logs) == 1 and job.logs[0].message == "Job created for conversation 36"
 
 
 def test_server_narrative_record_nests_settings() -> None:
