@@ -18,8 +18,6 @@ import pytest
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
-from delphi_jobs.devtools.pipeline.run import run_pipeline
-from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import default_registry
 from delphi_jobs.handlers.narrative_services import NarrativeServices, Submission
@@ -27,9 +25,9 @@ from delphi_jobs.model import Job, format_timestamp, utcnow
 from delphi_jobs.poller import Poller
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.reports import NarrativeReportStore
-from delphi_jobs.states import TERMINAL, Status
+from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, open_store
-from tests.conftest import new_polis_database
+from tests.narrative_env import analysed_database, checker_of, drain, narrative_settings
 from tests.pollers import poller_env, start_poller, wait_for
 
 ZID = 4242
@@ -46,12 +44,7 @@ GLOBALS = {
 @pytest.fixture(scope="module")
 def analysed_db(postgres_server: Any) -> str:
     """One generated conversation in its own database, shared by the module."""
-    url = new_polis_database(postgres_server)
-    conn = psycopg2.connect(url)
-    load_sample(conn, generate_sample(seed=7, zid=ZID, participants=80, comments=30), report_id=REPORT)
-    conn.commit()
-    conn.close()
-    return url
+    return analysed_database(postgres_server, ZID, REPORT)
 
 
 @pytest.fixture
@@ -62,48 +55,15 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Settings:
-    settings = dataclasses.replace(
+    return narrative_settings(
         moto_settings,
-        database_url=analysed_db,
-        anthropic_api_key="test-key",
-        anthropic_model=MODEL,
-        anthropic_base_url=fake.base_url,
-        batch_recheck_seconds=0.1,
-        lease_seconds=5,
+        analysed_db,
+        fake.base_url,
+        model=MODEL,
+        zid=ZID,
+        report_id=REPORT,
+        pipeline_job=PIPELINE_JOB,
     )
-    # topics into this test's own tables, keyed like the real pipeline's; no math worker here
-    run_pipeline(
-        dataclasses.replace(settings, pipeline_job_id=PIPELINE_JOB), ZID, REPORT, write_math_main=True
-    )
-    return settings
-
-
-def drain(settings: Settings, queue: JobQueue, job_ids: list[str], timeout: float = 60) -> None:
-    """Run a poller's workers in process until every given job is terminal."""
-    poller = Poller(settings, default_registry(settings))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = [queue.get(j) for j in job_ids]
-        if all(j is not None and j.status in TERMINAL for j in jobs):
-            return
-        claimed = False
-        for job in queue.find_candidates():
-            claim = queue.claim(job, "test-worker", settings.lease_seconds)
-            if isinstance(claim, Claim):
-                poller.executor.run(claim)
-                claimed = True
-                break
-        if not claimed:
-            time.sleep(0.05)
-    raise AssertionError(f"jobs not terminal in {timeout}s: {[(j.job_id, j.status) for j in jobs if j]}")
-
-
-def checker_of(queue: JobQueue, parent_id: str) -> Job:
-    parent = queue.get(parent_id)
-    assert parent is not None
-    checker = queue.get(str(parent.job_results["checker_job_id"]))
-    assert checker is not None
-    return checker
 
 
 def submit_narrative(settings: Settings, **changes: Any) -> str:
