@@ -52,6 +52,7 @@ def narrative_settings(
         anthropic_base_url=fake_url,
         batch_recheck_seconds=0.1,
         lease_seconds=5,
+        retry_base_seconds=0.0,  # a crashed run's job is reclaimable as soon as its lease runs out
     )
     run_pipeline(
         dataclasses.replace(settings, pipeline_job_id=pipeline_job), zid, report_id, write_math_main=True

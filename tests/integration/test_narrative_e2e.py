@@ -84,7 +84,7 @@ def narrate(env: Settings, queue: JobQueue) -> tuple[str, Job]:
 
 
 def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
     parent = queue.get(parent_id)
@@ -118,7 +118,7 @@ def test_server_narrative_record_end_to_end(env: Settings, fake: FakeAnthropic) 
 
 
 def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     _, checker = narrate(env, queue)
     checker_id = checker.job_id
     store = NarrativeReportStore(make_client(env), env.reports_table)
@@ -135,7 +135,7 @@ def test_reprocessing_overwrites_instead_of_duplicating(env: Settings, fake: Fak
 
 
 def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.result_outcome(
         lambda cid: cid.endswith("global_uncertainty"), "errored", error_type="overloaded_error"
     )
@@ -157,7 +157,7 @@ def test_results_faults_are_counted_not_lost(env: Settings, fake: FakeAnthropic)
 def test_malformed_line_is_counted_and_its_request_reported_missing(
     env: Settings, fake: FakeAnthropic
 ) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.malformed_line()
     _, checker = narrate(env, queue)
     assert checker.status == "COMPLETED"
@@ -169,7 +169,7 @@ def test_malformed_line_is_counted_and_its_request_reported_missing(
 
 
 def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.result_outcome(lambda cid: True, "errored", error_type="invalid_request_error")
     parent_id, checker = narrate(env, queue)
     assert checker.status == "FAILED"
@@ -179,7 +179,7 @@ def test_everything_errored_fails_the_checker(env: Settings, fake: FakeAnthropic
 
 
 def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.end_after_seconds = 1.5
     _, checker = narrate(env, queue)
     assert checker.status == "COMPLETED"
@@ -189,7 +189,7 @@ def test_in_progress_batch_is_rechecked_with_growing_delay(env: Settings, fake: 
 
 
 def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.fail_next(429, retry_after=0.1, path_contains="/v1/messages/batches/msgbatch")
     fake.fail_next(529, path_contains="/v1/messages/batches/msgbatch")
     _, checker = narrate(env, queue)
@@ -197,7 +197,7 @@ def test_rate_limits_and_overload_are_retried(env: Settings, fake: FakeAnthropic
 
 
 def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.fail_next(500, path_contains="/v1/messages/batches")
     parent_id = submit_narrative(env)
     run_once(env, queue, parent_id)
@@ -213,7 +213,7 @@ def test_create_rejected_with_500_is_retried_without_duplicate(env: Settings, fa
 
 def test_lost_create_response_adopts_the_batch(env: Settings, fake: FakeAnthropic) -> None:
     """The create is applied but its response is lost: the next run adopts it, no second batch."""
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.fail_next(500, path_contains="/v1/messages/batches", after_processing=True)
     parent_id = submit_narrative(env)
     run_once(env, queue, parent_id)
@@ -267,7 +267,7 @@ def _crash_with(env: Settings, queue: JobQueue, parent_id: str, state: Submissio
 
 
 def test_crash_before_submit_submits_once(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     parent_id = submit_narrative(env)
     marker = {"started_at": format_timestamp(utcnow()), "requests": 99}
     _crash_with(env, queue, parent_id, Submission(batch_submission=marker))
@@ -277,7 +277,7 @@ def test_crash_before_submit_submits_once(env: Settings, fake: FakeAnthropic) ->
 
 
 def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     parent_id = submit_narrative(env)
     batch_id = sdk_batch(fake, 3)
     _crash_with(env, queue, parent_id, Submission(batch_id=batch_id, model=MODEL))
@@ -289,7 +289,7 @@ def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake:
 
 
 def test_ambiguous_interrupted_submission_fails_without_paying(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     probe_id = submit_narrative(env)
     drain(env, queue, [probe_id])
     probe = queue.get(probe_id)
@@ -312,7 +312,7 @@ def test_kill_9_during_create_then_recovery_pays_once(
     env: Settings, fake: FakeAnthropic, tmp_path: Any
 ) -> None:
     """A real poller dies (kill -9) while its create is in flight; the next poller adopts the batch."""
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.slow_next_create(3.0)
     parent_id = submit_narrative(env)
     extra = {
@@ -340,7 +340,7 @@ def test_kill_9_during_create_then_recovery_pays_once(
 
 
 def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     no_key = dataclasses.replace(env, anthropic_api_key=None)
     job_id = submit_narrative(env)
     drain(no_key, queue, [job_id])
@@ -368,7 +368,7 @@ def test_missing_api_key_or_model_or_math_fails_unsubmitted(env: Settings, fake:
 
 
 def test_cancel_waiting_checker_cancels_the_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.end_after_seconds = 60
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
@@ -389,7 +389,7 @@ def test_stream_cut_between_results_is_finished_later_without_duplicates(
 ) -> None:
     """The results stream breaks halfway (as if the checker died between results): the checker
     re-checks, processes the batch again, and every section is stored exactly once."""
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.cut_results()
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
@@ -410,7 +410,7 @@ def test_stream_cut_between_results_is_finished_later_without_duplicates(
 def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, fake: FakeAnthropic) -> None:
     """Recovery adopted a batch of the same size that was someone else's: its results do not match our
     section map, so nothing is stored under our report and the checker fails, saying why."""
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     probe_id, _ = narrate(env, queue)
     probe = queue.get(probe_id)
     assert probe is not None
@@ -436,7 +436,7 @@ def test_adopted_foreign_batch_is_never_stored_under_our_report(env: Settings, f
 
 
 def test_cancel_pending_checker_cancels_its_batch(env: Settings, fake: FakeAnthropic) -> None:
-    queue = JobQueue(open_store(env))
+    queue = JobQueue.for_settings(open_store(env), env)
     fake.end_after_seconds = 60
     parent_id = submit_narrative(env)
     drain(env, queue, [parent_id])
