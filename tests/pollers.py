@@ -29,6 +29,7 @@ def poller_env(settings: Settings, state: Path, **extra: str) -> dict[str, str]:
                 f"--state {state}"
             ),
             "DELPHI_KILL_GRACE_SECONDS": "2",
+            "DELPHI_RETRY_BASE_SECONDS": "0.5",  # a lost worker's job is rescued soon after its lease
             "PYTHONUNBUFFERED": "1",
         }
     )

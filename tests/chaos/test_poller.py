@@ -63,7 +63,6 @@ def test_server_full_pipeline_record_completes(queue: JobQueue, moto_settings: S
 
 def test_report_id_falls_back_to_zid(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
     record = producer_records.server_full_pipeline(1)
-    del record["report_id"]
     job_id = insert(queue, moto_settings, record)
     run_until_idle(moto_settings, state)
     assert "env_report=1" in runs(state, job_id)[0]
@@ -80,15 +79,14 @@ def test_failure_records_exit_code_and_output(queue: JobQueue, moto_settings: Se
     assert job.job_results["result_type"] == "FAILURE"
 
 
-def test_retryable_failure_goes_back_with_backoff(
-    queue: JobQueue, moto_settings: Settings, state: Path
-) -> None:
+def test_own_failure_is_final(queue: JobQueue, moto_settings: Settings, state: Path) -> None:
+    """Every run resets the conversation's results first: a script's own non-zero exit is not retried."""
     job_id = insert(queue, moto_settings, producer_records.server_full_pipeline(3))
     run_until_idle(moto_settings, state)
     job = queue.get(job_id)
-    assert job is not None and job.status == "PENDING" and job.retry_count == 1
-    assert job.run_after is not None and job.error_message and "code 3" in job.error_message
-    assert len(runs(state, job_id)) == 1  # backed off: not run again at once
+    assert job is not None and job.status == "FAILED" and job.retry_count == 0
+    assert job.error_message and "code 3" in job.error_message
+    assert len(runs(state, job_id)) == 1
 
 
 def test_usage_error_is_not_retried(queue: JobQueue, moto_settings: Settings, state: Path) -> None:

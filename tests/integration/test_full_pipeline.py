@@ -40,7 +40,6 @@ def test_booleans_from_strings_and_nested_config() -> None:
 
 def test_no_report_id_means_no_rid_flag() -> None:
     record = producer_records.server_full_pipeline(36)
-    del record["report_id"]
     argv = FullPipelineHandler().command(Job.from_item(record), "/app", None)
     assert not any(a.startswith("--rid") for a in argv)
 
