@@ -190,7 +190,6 @@ class AwaitingNarrativeBatchHandler:
                 state=state,
                 annotate=annotate,
             )
-        ctx.log.info(f"Results stored in DynamoDB for conversation {zid}")
         ctx.log.info(f"stored {len(stored)} sections for report {report_id} ({_count_text(summary)})")
         return Completed(results=summary, state=state, annotate=annotate)
 
