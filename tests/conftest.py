@@ -13,6 +13,7 @@ import pytest
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import dynamodb_local
+from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
 from delphi_jobs.devtools.moto_server import MotoServer
 from delphi_jobs.devtools.postgres_server import EmbeddedPostgres, create_polis_schema
 from delphi_jobs.dynamo import make_client
@@ -99,6 +100,13 @@ def store(request: pytest.FixtureRequest) -> JobStore:
 @pytest.fixture
 def queue(store: JobStore) -> JobQueue:
     return JobQueue(store)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    """The loopback Anthropic fake, fresh for each test (faults and batches are per test)."""
+    with FakeAnthropic() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

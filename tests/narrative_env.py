@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import psycopg2
+import pytest
 
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
 from delphi_jobs.devtools.pipeline.run import run_pipeline
 from delphi_jobs.devtools.postgres_server import EmbeddedPostgres
 from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
@@ -20,44 +23,53 @@ from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import TERMINAL
 from tests.conftest import new_polis_database
 
-
-def analysed_database(server: EmbeddedPostgres, zid: int, report_id: str, *, seed: int = 7) -> str:
-    """A database of its own holding one generated conversation (80 participants, 30 comments)."""
-    url = new_polis_database(server)
-    conn = psycopg2.connect(url)
-    load_sample(conn, generate_sample(seed=seed, zid=zid, participants=80, comments=30), report_id=report_id)
-    conn.commit()
-    conn.close()
-    return url
+GLOBALS = {
+    "batch_re_global_groups",
+    "batch_re_global_group_informed_consensus",
+    "batch_re_global_uncertainty",
+}
+"""The global sections of a server-made narrative job (``batch_report_…``): what the report client
+looks up."""
 
 
-def narrative_settings(
-    base: Settings,
-    database_url: str,
-    fake_url: str,
-    *,
-    model: str,
-    zid: int,
-    report_id: str,
-    pipeline_job: str,
-) -> Settings:
-    """Settings for the fake with ANTHROPIC_MODEL ``model``, after the stand-in pipeline wrote the
-    conversation's topics into ``base``'s tables, keyed with ``pipeline_job`` like the real pipeline's
-    (and math_main, since no Polis math worker runs here)."""
-    settings = dataclasses.replace(
-        base,
-        database_url=database_url,
-        anthropic_api_key="test-key",
-        anthropic_model=model,
-        anthropic_base_url=fake_url,
-        batch_recheck_seconds=0.1,
-        lease_seconds=5,
-        retry_base_seconds=0.0,  # a crashed run's job is reclaimable as soon as its lease runs out
-    )
-    run_pipeline(
-        dataclasses.replace(settings, pipeline_job_id=pipeline_job), zid, report_id, write_math_main=True
-    )
-    return settings
+def narrative_fixtures(
+    zid: int, report_id: str, *, model: str, pipeline_job: str, seed: int = 7
+) -> tuple[Any, Any]:
+    """A narrative test module's fixtures, ``analysed_db, env = narrative_fixtures(...)``:
+
+    - ``analysed_db`` (per module): a database of its own holding one generated conversation;
+    - ``env`` (per test): settings for the Anthropic fake with ANTHROPIC_MODEL ``model``, after the
+      stand-in pipeline wrote the conversation's topics into the test's tables, keyed with
+      ``pipeline_job`` like the real pipeline's (and math_main: no Polis math worker runs here).
+    """
+
+    @pytest.fixture(scope="module")
+    def analysed_db(postgres_server: EmbeddedPostgres) -> str:
+        url = new_polis_database(postgres_server)
+        conn = psycopg2.connect(url)
+        sample = generate_sample(seed=seed, zid=zid, participants=80, comments=30)
+        load_sample(conn, sample, report_id=report_id)
+        conn.commit()
+        conn.close()
+        return url
+
+    @pytest.fixture
+    def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Settings:
+        settings = dataclasses.replace(
+            moto_settings,
+            database_url=analysed_db,
+            anthropic_api_key="test-key",
+            anthropic_model=model,
+            anthropic_base_url=fake.base_url,
+            batch_recheck_seconds=0.1,
+            lease_seconds=5,
+            retry_base_seconds=0.0,  # a crashed run's job is reclaimable as soon as its lease runs out
+        )
+        pipeline = dataclasses.replace(settings, pipeline_job_id=pipeline_job)
+        run_pipeline(pipeline, zid, report_id, write_math_main=True)
+        return settings
+
+    return analysed_db, env
 
 
 def drain(settings: Settings, queue: JobQueue, job_ids: list[str], timeout: float = 60) -> None:

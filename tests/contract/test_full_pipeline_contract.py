@@ -27,14 +27,7 @@ REPORT = "r4tykwac8thvzv35jrn53"
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Path:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def env(moto_settings: Settings, state: Path, tmp_path: Path) -> dict[str, str]:
+def env(moto_settings: Settings, tmp_path: Path) -> dict[str, str]:
     """A poller's environment with the original command mapping and an app ``python`` first on PATH."""
     shims = tmp_path / "bin"
     shims.mkdir()
@@ -43,9 +36,9 @@ def env(moto_settings: Settings, state: Path, tmp_path: Path) -> dict[str, str]:
     shim.chmod(0o755)
     variables = poller_env(
         moto_settings,
-        state,
+        tmp_path,
         DELPHI_APP_PATH=str(APP),
-        FAKE_APP_STATE=str(state),
+        FAKE_APP_STATE=str(tmp_path),
         PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
         DELPHI_RETRY_BASE_SECONDS="0.2",
     )
@@ -58,8 +51,8 @@ def insert(settings: Settings, record: dict[str, Any]) -> str:
     return str(record["job_id"])
 
 
-def app_runs(state: Path, job_id: str) -> list[dict[str, Any]]:
-    path = state / job_id
+def app_runs(folder: Path, job_id: str) -> list[dict[str, Any]]:
+    path = folder / job_id
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -69,8 +62,8 @@ def exit_confirmed(settings: Settings, job_id: str) -> Any:
     return item["Item"].get("process_exit_confirmed")
 
 
-def run_until_idle(env: dict[str, str], state: Path, *flags: str) -> str:
-    log = state / "poller.log"
+def run_until_idle(env: dict[str, str], tmp_path: Path, *flags: str) -> str:
+    log = tmp_path / "poller.log"
     proc = start_poller(env, "--exit-when-idle", *flags, log=log)
     try:
         assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
@@ -81,17 +74,17 @@ def run_until_idle(env: dict[str, str], state: Path, *flags: str) -> str:
 
 
 def test_every_producer_shape_runs_the_original_command(
-    moto_settings: Settings, env: dict[str, str], state: Path
+    moto_settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
     edge = insert(moto_settings, producer_records.server_full_pipeline(1, REPORT))
     guarded = insert(moto_settings, producer_records.server_full_pipeline_guarded(1, REPORT))
     cli = insert(moto_settings, producer_records.cli_job(1))
-    output = run_until_idle(env, state)
+    output = run_until_idle(env, tmp_path)
     queue = JobQueue(open_store(moto_settings))
     for job_id in (edge, guarded, cli):
         job = queue.get(job_id)
         assert job is not None and job.status == "COMPLETED", output[-2000:]
-        [run] = app_runs(state, job_id)
+        [run] = app_runs(tmp_path, job_id)
         assert run["cwd"] == str(APP), "run_delphi.py's own steps use paths relative to the app"
         assert run["via_path"], "python is the first one on PATH (the app's), not the poller's"
         rid = [f"--rid={REPORT}"] if job_id != cli else []
@@ -111,15 +104,15 @@ def test_every_producer_shape_runs_the_original_command(
 
 
 def test_own_exit_is_final_outside_kill_is_retried_timeout_is_final(
-    moto_settings: Settings, env: dict[str, str], state: Path
+    moto_settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
     exits = insert(moto_settings, producer_records.server_full_pipeline(3, REPORT))
     killed = insert(moto_settings, producer_records.server_full_pipeline(5, REPORT))
     slow = insert(moto_settings, producer_records.server_full_pipeline(4, REPORT, timeout_seconds=2))
     queue = JobQueue(open_store(moto_settings))
-    proc = start_poller(env, "--max-workers", "3", log=state / "poller.log")
+    proc = start_poller(env, "--max-workers", "3", log=tmp_path / "poller.log")
     try:
-        [first] = wait_for(lambda: app_runs(state, killed), 30, "the pipeline to start")
+        [first] = wait_for(lambda: app_runs(tmp_path, killed), 30, "the pipeline to start")
         os.kill(first["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
         done = {"COMPLETED", "FAILED"}
         wait_for(
@@ -131,31 +124,31 @@ def test_own_exit_is_final_outside_kill_is_retried_timeout_is_final(
 
     job = queue.get(exits)
     assert job is not None and job.status == "FAILED" and job.retry_count == 0
-    assert len(app_runs(state, exits)) == 1, "a script's own non-zero exit runs once"
+    assert len(app_runs(tmp_path, exits)) == 1, "a script's own non-zero exit runs once"
     assert job.error_message is not None and job.error_message.startswith("pipeline exited with code 1")
 
     job = queue.get(killed)
     assert job is not None and job.status == "COMPLETED", job.error_message
-    assert len(app_runs(state, killed)) == 2 and job.retry_count == 1
+    assert len(app_runs(tmp_path, killed)) == 2 and job.retry_count == 1
     assert any("killed by signal 9 (SIGKILL), not sent by this poller" in e.message for e in job.logs)
 
     job = queue.get(slow)
     assert job is not None and job.status == "FAILED" and job.retry_count == 0
-    assert len(app_runs(state, slow)) == 1 and "timed out after 2s" in str(job.error_message)
-    assert not alive(app_runs(state, slow)[0]["pid"])
+    assert len(app_runs(tmp_path, slow)) == 1 and "timed out after 2s" in str(job.error_message)
+    assert not alive(app_runs(tmp_path, slow)[0]["pid"])
     for job_id in (exits, killed, slow):
         assert exit_confirmed(moto_settings, job_id) == {"BOOL": True}
 
 
 def test_legacy_statuses_cancel_as_failed_with_the_marker(
-    moto_settings: Settings, env: dict[str, str], state: Path
+    moto_settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
     """For Polis readers that know only the original statuses (the admission guard)."""
     job_id = insert(moto_settings, producer_records.server_full_pipeline(4, REPORT))
     queue = JobQueue(open_store(moto_settings), legacy_statuses=True)
-    proc = start_poller({**env, "DELPHI_LEGACY_STATUSES": "1"}, "--max-jobs", "1", log=state / "p.log")
+    proc = start_poller({**env, "DELPHI_LEGACY_STATUSES": "1"}, "--max-jobs", "1", log=tmp_path / "p.log")
     try:
-        [run] = wait_for(lambda: app_runs(state, job_id), 30, "the pipeline to start")
+        [run] = wait_for(lambda: app_runs(tmp_path, job_id), 30, "the pipeline to start")
         with pytest.raises(InvalidStateError, match="pausing is disabled"):
             queue.pause(job_id)
         assert queue.cancel(job_id, "wrong conversation").requested

@@ -5,11 +5,9 @@ through the real SDK); the results read back the way the Polis server reads them
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import pytest
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
@@ -20,41 +18,15 @@ from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.store import open_store
 from delphi_jobs.topic_tables import TopicStore
-from tests.narrative_env import analysed_database, checker_of, drain, narrative_settings
+from tests.narrative_env import GLOBALS, checker_of, drain, narrative_fixtures
 
 ZID = 5150
 REPORT = "r4tykwac8thvzv35jrn53"
 OPERATOR_MODEL = "claude-sonnet-4-5-20250929"
 PIPELINE_JOB = "0f8c2b1e-5d7a-4c3b-9e2f-1a2b3c4d5e6f"
-GLOBALS = {
-    "batch_re_global_groups",
-    "batch_re_global_group_informed_consensus",
-    "batch_re_global_uncertainty",
-}
 
 
-@pytest.fixture(scope="module")
-def analysed_db(postgres_server: Any) -> str:
-    return analysed_database(postgres_server, ZID, REPORT, seed=11)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Settings:
-    return narrative_settings(
-        moto_settings,
-        analysed_db,
-        fake.base_url,
-        model=OPERATOR_MODEL,
-        zid=ZID,
-        report_id=REPORT,
-        pipeline_job=PIPELINE_JOB,
-    )
+analysed_db, env = narrative_fixtures(ZID, REPORT, model=OPERATOR_MODEL, pipeline_job=PIPELINE_JOB, seed=11)
 
 
 def queue_for(settings: Settings) -> JobQueue:

@@ -65,12 +65,6 @@ def sdk(fake: FakeAnthropic, **options: Any) -> anthropic.Anthropic:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
 def client(fake: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
     with sdk(fake, max_retries=0) as c:
         yield c

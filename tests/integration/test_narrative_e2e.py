@@ -8,12 +8,10 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import psycopg2
-import pytest
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
@@ -27,43 +25,16 @@ from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, open_store
-from tests.narrative_env import analysed_database, checker_of, drain, narrative_settings
+from tests.narrative_env import GLOBALS, checker_of, drain, narrative_fixtures
 from tests.pollers import poller_env, start_poller, wait_for
 
 ZID = 4242
 REPORT = "r_e2e_report"
 MODEL = "claude-test-model"
 PIPELINE_JOB = "5b0e4a52-8c1d-4f3e-a6b7-0c9d8e7f6a5b"
-GLOBALS = {
-    "batch_re_global_groups",
-    "batch_re_global_group_informed_consensus",
-    "batch_re_global_uncertainty",
-}
 
 
-@pytest.fixture(scope="module")
-def analysed_db(postgres_server: Any) -> str:
-    """One generated conversation in its own database, shared by the module."""
-    return analysed_database(postgres_server, ZID, REPORT)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-def env(moto_settings: Settings, analysed_db: str, fake: FakeAnthropic) -> Settings:
-    return narrative_settings(
-        moto_settings,
-        analysed_db,
-        fake.base_url,
-        model=MODEL,
-        zid=ZID,
-        report_id=REPORT,
-        pipeline_job=PIPELINE_JOB,
-    )
+analysed_db, env = narrative_fixtures(ZID, REPORT, model=MODEL, pipeline_job=PIPELINE_JOB)
 
 
 def submit_narrative(settings: Settings, **changes: Any) -> str:
