@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command)  # noqa: S603 - an argument list, never a shell string
     except OSError as exc:
         print(f"cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr)
-        _report(status_fd, started=False, swept=True)
+        _report(status_fd, started=False, exit=127, swept=True)
         return 127
     code = child.wait()
     swept = sweep(0)  # whatever the command left behind, inside its group or not
