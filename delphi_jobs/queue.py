@@ -170,9 +170,15 @@ class JobQueue:
         self._cursors: dict[str, Cursor | None] = {}
 
     @classmethod
-    def for_settings(cls, store: JobStore, settings: Settings) -> JobQueue:
-        """The queue with the settings every face must share (backoff, legacy statuses)."""
-        return cls(store, retry_base=settings.retry_base_seconds, legacy_statuses=settings.legacy_statuses)
+    def for_settings(cls, store: JobStore, settings: Settings, *, clock: Clock = utcnow) -> JobQueue:
+        """The queue with the settings every face must share (backoff, legacy statuses): the poller, the
+        CLI, the HTTP API and the dashboard all build theirs here, so a cancel is written alike."""
+        return cls(
+            store,
+            clock=clock,
+            retry_base=settings.retry_base_seconds,
+            legacy_statuses=settings.legacy_statuses,
+        )
 
     @property
     def table(self) -> str:
