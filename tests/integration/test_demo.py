@@ -8,12 +8,7 @@ import re
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools.demo import REPORT_ID, DemoOptions, run_demo
-
-GLOBALS = {
-    "batch_re_global_groups",
-    "batch_re_global_group_informed_consensus",
-    "batch_re_global_uncertainty",
-}
+from tests.narrative_env import GLOBALS
 
 
 def test_demo_runs_everything_and_stores_the_report() -> None:
@@ -32,7 +27,8 @@ def test_demo_runs_everything_and_stores_the_report() -> None:
 
     assert set(result.sections) >= GLOBALS
     topics = set(result.sections) - GLOBALS
-    assert topics and all(name.startswith("layer") for name in topics)
+    # keyed by the pipeline job's id, as the real pipeline's: the names the report client rebuilds
+    assert topics and all(name.startswith(f"{result.jobs[0].job_id}_") for name in topics)
     for item in result.sections.values():
         assert item["job_id"] == parent.job_id and item["report_id"] == REPORT_ID
         assert json.loads(item["report_data"])["paragraphs"]
