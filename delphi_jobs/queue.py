@@ -796,7 +796,7 @@ class JobQueue:
         now = self._clock()
         when: list[Condition] = [Equals("status", Status.PROCESSING.value), as_observed(job.item, "version")]
         if found.guard is Guard.LEASE_EXPIRED:
-            if not DUE[Status.PROCESSING](job, now):
+            if not passed(job.lock_expires_at, now, strictly=True):  # an operator waits for no backoff
                 return False
             when.append(as_observed(job.item, "lock_expires_at"))
         stamp = format_timestamp(now)

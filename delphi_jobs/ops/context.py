@@ -41,7 +41,7 @@ class OpsContext:
         return cls(
             settings=settings,
             client=client,
-            queue=JobQueue(DynamoJobStore(client, settings.jobs_table), clock=clock),
+            queue=JobQueue.for_settings(DynamoJobStore(client, settings.jobs_table), settings, clock=clock),
             reports=NarrativeReportStore(client, settings.reports_table),
             clock=clock,
         )
