@@ -59,7 +59,7 @@ def test_admin_commands_end_to_end(moto_settings: Settings) -> None:
 
     detail = ok_json(settings, "show", job_id)
     assert detail["summary"]["priority"] == 60 and detail["attributes"]["created_by"] == "alice"
-    assert detail["attributes"]["job_config"]["job_type"] == "FULL_PIPELINE"  # decoded
+    assert detail["attributes"]["job_config"]["stages"][0]["stage"] == "PCA"  # decoded
     assert "retry_count 0 of max_retries 3" in cli(settings, "show", job_id).stdout
 
     paused = ok_json(settings, "pause", job_id, "--by", "bob")  # one JSON object per job and line

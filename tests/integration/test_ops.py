@@ -83,7 +83,7 @@ def checker_of(parent: str, batch_id: str, **changes: Any) -> dict[str, Any]:
 def test_submit_writes_the_server_shape(ctx: OpsContext) -> None:
     job = submit(ctx, SubmitRequest(zid=12, report_id="r12", priority=70, config={"x": 1}, by="alice"))
     item = raw(ctx, job.job_id)
-    assert set(item) == set(shapes.full_pipeline(12)) | {"history"}
+    assert set(item) == set(shapes.full_pipeline(12, "r12")) | {"history"}
     assert (item["created_by"], item["priority"], item["report_id"]) == ("alice", 70, "r12")
     assert '"x":1' in item["job_config"] and item["timeout_seconds"] == 14400
 
