@@ -68,6 +68,7 @@ class Completer:
             if not self._persist(partial(self._annotate, related), log):
                 log.warning("could not annotate a related job: it does not exist", related_job=related.job_id)
         level, note, write = self._plan(claim, outcome, job_log, cancellation)
+        log.debug("writing the outcome", outcome=type(outcome).__name__, stop_reason=reason, note=note)
         job_log.add(level, note)
         written = self._persist(write, log)
         if isinstance(written, Lost):

@@ -127,6 +127,7 @@ class Executor:
             return Failed(f"internal error validating the job: {type(exc).__name__}: {exc}")
         if problems:
             return Failed("invalid job, not run: " + "; ".join(problems))
+        log.debug("job valid", state=state, timeout_seconds=job.timeout_seconds, priority=job.priority)
         poisoned = poison_reason(claim)
         if poisoned:  # the lost worker's processes are out of our sight: their exit is unconfirmed
             return Failed(poisoned, process_exit_confirmed=False)

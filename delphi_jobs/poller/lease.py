@@ -53,6 +53,7 @@ class LeaseKeeper:
         """Write the handler's state on the job now, fenced; LeaseLost when the job is not ours."""
         attempted = time.monotonic()
         fresh = self._queue.heartbeat(self._claim, self._lease, state=state)
+        self._log.debug("checkpoint written", state=type(state).__name__, written=not isinstance(fresh, Lost))
         if isinstance(fresh, Lost):
             self.cancellation.set(StopReason.LEASE_LOST, "checkpoint write lost its fence")
             raise LeaseLost(self._claim.job.job_id)
@@ -73,9 +74,11 @@ class LeaseKeeper:
                 self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
                 continue
             if isinstance(fresh, Lost):
+                self._log.warning("heartbeat lost its fence: another worker owns the job now")
                 self.cancellation.set(StopReason.LEASE_LOST, "heartbeat lost its fence")
                 return
             self._renewed(attempted)
+            self._log.debug("lease renewed", until=fresh.item.get("lock_expires_at"))
             if fresh.cancel_requested:
                 self.cancellation.set(StopReason.CANCEL, fresh.cancel_requested)
             elif fresh.pause_requested:

@@ -170,6 +170,7 @@ class Producer:
             found += self._queue.find_due(Status.AWAITING_RECHECK, accept=self._accept)
         found += self._rescuer.abandoned()
         self._metrics.poll_seconds.observe(self._monotonic() - started)
+        self._log.debug("candidates", found=len(found), seconds=round(self._monotonic() - started, 4))
         found = [job for job in found if self._unclaimable.get(job.job_id, 0.0) <= now]
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
         # Several pollers see the same page: shuffle the best few so they spread out instead of all
