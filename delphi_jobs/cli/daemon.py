@@ -56,6 +56,9 @@ def daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return built
 
 
+EMBEDDED_REPORT_ID = "r_embedded"
+
+
 def cmd_poll(args: argparse.Namespace) -> int:
     built = daemon_settings(
         args,
@@ -71,8 +74,14 @@ def cmd_poll(args: argparse.Namespace) -> int:
         from delphi_jobs.devtools.embedded_servers import EmbeddedServers
 
     with EmbeddedServers(built) as servers:
+        sample = servers.load_conversation(report_id=EMBEDDED_REPORT_ID)
         for line in servers.describe():
             print(line, flush=True)
+        submit = f"delphi-jobs submit --zid {sample.zid} --report-id {EMBEDDED_REPORT_ID}"
+        print(
+            f"sample conversation: zid {sample.zid} ({len(sample.comments)} comments); try: {submit}",
+            flush=True,
+        )
         return _poll(servers.settings, args)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import threading
 import time
@@ -24,8 +25,6 @@ from delphi_jobs import logs
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.devtools.embedded_servers import EmbeddedServers
-from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
-from delphi_jobs.devtools.sample_conversation import generate_sample, load_sample
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import default_registry
 from delphi_jobs.model import Job
@@ -36,7 +35,6 @@ from delphi_jobs.states import TERMINAL, Status
 from delphi_jobs.store import open_store
 
 REPORT_ID = "r_demo_report"
-DEMO_MODEL = "claude-sonnet-4-5"
 
 
 @dataclass(frozen=True)
@@ -109,82 +107,77 @@ def _groups(settings: Settings, zid: int) -> list[int]:
     ]
 
 
-def _settings(base: Settings, fake_url: str | None) -> Settings:
-    # No Polis math worker here: the stand-in pipeline writes math_main too.
-    pipeline = f"{sys.executable} -m delphi_jobs pipeline --zid {{zid}} --rid {{report_id}} --write-math-main"
-    changes: dict[str, Any] = {
-        "poll_interval": 0.2,
-        "max_workers": 2,
-        "lease_seconds": 3.0,
-        "batch_recheck_seconds": 1.0,
-        "pipeline_command": pipeline,
-        "anthropic_model": base.anthropic_model or DEMO_MODEL,
-    }
-    if fake_url:
-        changes.update(anthropic_api_key="demo-key-for-the-local-fake", anthropic_base_url=fake_url)
-    return dataclasses.replace(base, **changes)
+def _tuned(settings: Settings) -> Settings:
+    """Short leases and re-checks so the whole flow shows in seconds."""
+    return dataclasses.replace(
+        settings, poll_interval=0.2, max_workers=2, lease_seconds=3.0, batch_recheck_seconds=1.0
+    )
 
 
 def run_demo(options: DemoOptions, base: Settings, out: IO[str] = sys.stdout) -> DemoResult:
     logs.configure("WARNING", "console")
     logs.echo_job_lines(False)
-    use_real = options.real_anthropic and bool(base.anthropic_api_key)
     with ExitStack() as stack:
-        servers = stack.enter_context(EmbeddedServers(base))
-        fake_url = None if use_real else stack.enter_context(FakeAnthropic(end_after_seconds=3.0)).base_url
-        settings = _settings(servers.settings, fake_url)
+        servers = stack.enter_context(EmbeddedServers(base, real_anthropic=options.real_anthropic))
+        settings = _tuned(servers.settings)
         print("delphi-jobs demo", file=out)
-        for line in servers.describe():
+        for line in servers.describe()[:3]:
             print("  " + line, file=out)
-        print(f"  Anthropic: {'the real API' if use_real else f'loopback fake at {fake_url}'}", file=out)
-
-        sample = generate_sample(
-            options.seed, zid=options.zid, participants=options.participants, comments=options.comments
+        sample = servers.load_conversation(
+            seed=options.seed,
+            zid=options.zid,
+            participants=options.participants,
+            comments=options.comments,
+            report_id=REPORT_ID,
         )
-        conn = psycopg2.connect(str(settings.database_url))
-        load_sample(conn, sample, report_id=REPORT_ID)
-        conn.close()
         print(
             f"  conversation {sample.zid}: {sample.topic!r}, {len(sample.comments)} comments, "
             f"{sample.participants} participants, {len(sample.votes)} votes\n",
             file=out,
         )
-
         poller = Poller(settings, default_registry(settings))
         thread = threading.Thread(target=poller.run, name="demo-poller", daemon=True)
         thread.start()
         client = make_client(settings)
-        queue = JobQueue(open_store(settings))
-        view = _View(out)
-        deadline = time.monotonic() + options.timeout
-        jobs: list[Job] = []
         try:
-            pipeline = producer_records.server_full_pipeline(sample.zid, REPORT_ID)
-            producer_records.put_raw(client, settings.jobs_table, pipeline)
-            jobs.append(_wait_for(queue, pipeline["job_id"], view, deadline, _terminal))
-            if jobs[-1].status == Status.COMPLETED:
-                narrative = producer_records.server_narrative(
-                    REPORT_ID, sample.zid, model=str(settings.anthropic_model)
-                )
-                producer_records.put_raw(client, settings.jobs_table, narrative)
-                parent = _wait_for(queue, narrative["job_id"], view, deadline, _terminal)
-                jobs.append(parent)
-                checker_id = parent.job_results.get("checker_job_id")
-                if checker_id:
-                    jobs.append(_wait_for(queue, str(checker_id), view, deadline, _terminal))
+            jobs = _run_jobs(settings, sample.zid, _View(out), time.monotonic() + options.timeout)
         finally:
-            poller.request_stop()
-            thread.join(timeout=30)
+            if not options.keep_running:
+                poller.request_stop()
+                thread.join(timeout=30)
         sections = NarrativeReportStore(client, settings.reports_table).latest_run(REPORT_ID)
         failed = [j for j in jobs if j.status != Status.COMPLETED]
         _summary(out, jobs, _groups(settings, sample.zid), sections)
         if options.keep_running:
-            print("\nservers keep running; Ctrl-C to stop", file=out)
-            for line in servers.describe():
+            print("\nPoint another shell at these servers:", file=out)
+            for line in servers.export_lines():
                 print("  " + line, file=out)
-            _wait_for_interrupt()
-        result = DemoResult(1 if failed or len(jobs) < 3 else 0, tuple(jobs), sections, settings)
-    return result
+            print(
+                "The servers and the poller keep running; Ctrl-C or SIGTERM stops them.", file=out, flush=True
+            )
+            _wait_for_stop_signal()
+            poller.request_stop()
+            thread.join(timeout=30)
+        return DemoResult(1 if failed or len(jobs) < 3 else 0, tuple(jobs), sections, settings)
+    raise AssertionError("unreachable")
+
+
+def _run_jobs(settings: Settings, zid: int, view: _View, deadline: float) -> list[Job]:
+    """A FULL_PIPELINE job, then (once it completed) a narrative job, exactly as the server writes them."""
+    client = make_client(settings)
+    queue = JobQueue(open_store(settings))
+    pipeline = producer_records.server_full_pipeline(zid, REPORT_ID)
+    producer_records.put_raw(client, settings.jobs_table, pipeline)
+    jobs = [_wait_for(queue, pipeline["job_id"], view, deadline, _terminal)]
+    if jobs[-1].status == Status.COMPLETED:
+        narrative = producer_records.server_narrative(REPORT_ID, zid, model=str(settings.anthropic_model))
+        producer_records.put_raw(client, settings.jobs_table, narrative)
+        parent = _wait_for(queue, narrative["job_id"], view, deadline, _terminal)
+        jobs.append(parent)
+        checker_id = parent.job_results.get("checker_job_id")
+        if checker_id:
+            jobs.append(_wait_for(queue, str(checker_id), view, deadline, _terminal))
+    return jobs
 
 
 def _summary(out: IO[str], jobs: list[Job], groups: list[int], sections: dict[str, dict[str, Any]]) -> None:
@@ -203,9 +196,10 @@ def _summary(out: IO[str], jobs: list[Job], groups: list[int], sections: dict[st
         print(f"  {name:<48} {title}", file=out)
 
 
-def _wait_for_interrupt() -> None:
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+def _wait_for_stop_signal() -> None:
+    """Until SIGTERM or SIGINT: the caller then stops the poller and every server cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    while not stop.wait(1.0):
         pass
