@@ -30,7 +30,8 @@ from delphi_jobs.tables import ensure_tables, table_specs
 MEMORY_ONLY_NOTE = "embedded DynamoDB keeps its data in memory only: it is gone when this process exits"
 FAKE_API_KEY = "demo-key-for-the-local-fake"
 DEFAULT_MODEL = "claude-sonnet-4-5"
-PIPELINE_COMMAND = f"{shlex.quote(sys.executable)} -m delphi_jobs pipeline --zid {{zid}} --rid {{report_id}} --write-math-main"
+_PYTHON = shlex.quote(sys.executable)
+PIPELINE_COMMAND = f"{_PYTHON} -m delphi_jobs pipeline --zid {{zid}} --rid {{report_id}} --write-math-main"
 """The built-in stand-in for run_delphi.py (see docs/pipeline.md); it writes math_main too, as there is
 no Polis math worker on embedded servers."""
 
