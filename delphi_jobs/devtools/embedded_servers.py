@@ -36,6 +36,14 @@ PIPELINE_COMMAND = f"{_PYTHON} -m delphi_jobs pipeline --zid {{zid}} --rid {{rep
 no Polis math worker on embedded servers."""
 
 
+def _restore(previous: dict[str, str | None]) -> None:
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 class EmbeddedServers:
     def __init__(self, settings: Settings, *, real_anthropic: bool = False) -> None:
         self._base = settings
@@ -65,8 +73,12 @@ class EmbeddedServers:
             conn.close()
             ensure_tables(make_client(self.settings), table_specs(self.settings))
             self._stack = starting.pop_all()
-        # Children (the FULL_PIPELINE command) inherit the poller's environment: point them here too.
-        os.environ.update(self.environment())
+        # Children (the FULL_PIPELINE command) inherit the poller's environment: point them here too,
+        # until stop() puts back what was there (the demo also runs inside test processes).
+        overridden = self.environment()
+        previous = {name: os.environ.get(name) for name in overridden}
+        os.environ.update(overridden)
+        self._stack.callback(_restore, previous)
         return self
 
     def load_conversation(
