@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from delphi_jobs import redact
+
 JOBS_TABLE = "Delphi_JobQueue"
 REPORTS_TABLE = "Delphi_NarrativeReports"
 CLUSTER_ASSIGNMENTS_TABLE = "Delphi_CommentHierarchicalClusterAssignments"
@@ -21,6 +23,13 @@ STRUCTURE_KEYWORDS_TABLE = "Delphi_CommentClustersStructureKeywords"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS = {"1", "true", "yes", "on"}
+CONTAINER_STOP_TIMEOUT = 10.0
+"""What ``docker stop`` and ``podman stop`` wait between SIGTERM and SIGKILL unless told otherwise."""
+DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_KILL_GRACE = 3.0
+HAND_BACK_BUDGET = 2.0
+"""Left of a stop timeout for the hand-back writes and the exit. The defaults fit a container engine's
+default stop timeout (5 + 3 + 2 = 10 s, issue 11); raise the graces only with the stop timeout."""
 
 
 class ConfigError(ValueError):
@@ -84,6 +93,8 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     host = env.get("DATABASE_HOST", "").strip()
     if not host:
         return None
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address (::1) must be bracketed inside a URL
     user = quote(env.get("DATABASE_USER", "postgres"), safe="")
     password = env.get("DATABASE_PASSWORD", "")
     auth = f"{user}:{quote(password, safe='')}" if password else user
@@ -102,8 +113,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     lease_seconds: float = 60.0
-    shutdown_grace_seconds: float = 30.0
-    kill_grace_seconds: float = 10.0
+    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE
+    kill_grace_seconds: float = DEFAULT_KILL_GRACE
     app_path: str = "/app"
     pipeline_command: str | None = None
     database_url: str | None = field(default=None, repr=False)
@@ -147,8 +158,8 @@ class Settings:
             log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
             log_format=env.get("DELPHI_LOG_FORMAT", "").strip() or "auto",
             lease_seconds=_float(env, "DELPHI_LEASE_SECONDS", 60.0),
-            shutdown_grace_seconds=_float(env, "DELPHI_SHUTDOWN_GRACE_SECONDS", 30.0),
-            kill_grace_seconds=_float(env, "DELPHI_KILL_GRACE_SECONDS", 10.0),
+            shutdown_grace_seconds=_float(env, "DELPHI_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE),
+            kill_grace_seconds=_float(env, "DELPHI_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE),
             app_path=env.get("DELPHI_APP_PATH", "").strip() or "/app",
             pipeline_command=env.get("DELPHI_PIPELINE_COMMAND", "").strip() or None,
             database_url=_database_url(env),
@@ -171,6 +182,7 @@ class Settings:
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
+        redact.remember_settings(settings)  # from here on no error message can leak them
         return settings
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -56,16 +56,40 @@ def make_client(
         )
 
 
+MAX_DIGITS = 38
+"""DynamoDB keeps numbers to 38 significant digits."""
+
+
+def _storable(value: Any) -> Any:
+    """Numbers as DynamoDB keeps them: a number read back may carry trailing zeros past 38 digits
+    (1E+38 comes back as 39 digits), which boto3's serializer refuses although the value is storable;
+    the zeros move into the exponent. A number that truly needs more digits still fails (Rounded)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        if isinstance(value, Mapping):
+            return {name: _storable(inner) for name, inner in value.items()}
+        if isinstance(value, list):
+            return [_storable(inner) for inner in value]
+        return value
+    sign, digits, exponent = Decimal(value).as_tuple()
+    if len(digits) <= MAX_DIGITS or not isinstance(exponent, int):
+        return value
+    while len(digits) > MAX_DIGITS and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    return Decimal((sign, digits, exponent))
+
+
 def to_item(values: Mapping[str, Any], *, nulls: bool = False) -> dict[str, Any]:
     """Python values -> DynamoDB attribute values. None values are left out, or written as NULL with
     ``nulls`` (a record inserted exactly as given, as JavaScript's DocumentClient writes ``null``)."""
     return {
-        name: _serializer.serialize(value) for name, value in values.items() if nulls or value is not None
+        name: _serializer.serialize(_storable(value))
+        for name, value in values.items()
+        if nulls or value is not None
     }
 
 
 def to_value(value: Any) -> dict[str, Any]:
-    return dict(_serializer.serialize(value))
+    return dict(_serializer.serialize(_storable(value)))
 
 
 def _number(text: str) -> Decimal:

@@ -2,7 +2,8 @@
 
 Every job log line is also printed to stdout as ``[DELPHI JOB {job_id[:8]}] {LEVEL}: message``: the
 existing log search relies on that prefix. Job lines are buffered for the job's ``logs`` attribute and
-flushed with heartbeats, never one DynamoDB write per line (defect 9).
+flushed with heartbeats, never one DynamoDB write per line (defect 9). Both kinds of line are scrubbed
+of secrets (redact.py) before they are printed or stored.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 from delphi_jobs.model import MAX_LOG_ENTRIES, LogEntry, format_timestamp, utcnow
+from delphi_jobs.redact import scrub, scrub_value
 
 _print_lock = threading.Lock()
 _echo = threading.Event()
@@ -29,6 +32,11 @@ def echo_job_lines(enabled: bool) -> None:
         _echo.clear()
 
 
+def _scrubbed(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """A structlog processor: after tracebacks are rendered, so their text is scrubbed too."""
+    return {key: scrub_value(value) for key, value in event.items()}
+
+
 def configure(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None) -> None:
     """JSON when not on a terminal (or asked for), coloured key=value on a terminal. The daemon logs
     to stdout; the admin commands to stderr, where they do not mix with the results they print."""
@@ -41,6 +49,7 @@ def configure(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None =
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _scrubbed,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
@@ -72,6 +81,7 @@ class JobLog:
 
     def add(self, level: str, message: str) -> None:
         level = level.upper()
+        message = scrub(message)
         if _echo.is_set():
             print_line(f"{self._prefix} {level}: {message}")
         with self._lock:

@@ -27,6 +27,22 @@ DEFAULT_MAX_RETRIES = 3
 MAX_LOG_ENTRIES = 50
 MAX_HISTORY_EVENTS = 100
 UNCLAIMED_WORKER = "none"
+
+# Size bounds of what the poller writes on a job: DynamoDB refuses any write that would take an item past
+# 400 KB, and a refused outcome write used to make a finished job run again (issue 11). Each bound is
+# applied when the field is encoded, and every cut is marked so a reader knows text is missing.
+MAX_LOG_MESSAGE_BYTES = 4 * 1024
+"""One log entry's message (a pipeline may print a 20 KB line)."""
+MAX_LOGS_BYTES = 64 * 1024
+"""The whole ``logs`` attribute: the newest entries that fit, at most MAX_LOG_ENTRIES of them."""
+MAX_ERROR_BYTES = 4 * 1024
+"""``error_message`` and the ``error`` of job_results."""
+MAX_RESULTS_BYTES = 32 * 1024
+"""``job_results``: larger results keep their scalar keys and are marked ``truncated``."""
+MAX_WHOLE_NUMBER = 2**53
+"""Numbers a job field may hold: exact in JavaScript (the server's readers) and far from DynamoDB's
+38-digit limit, so ``version + 1`` can always be written."""
+CUT_MARK = " …[cut {} bytes]"
 _S = TypeVar("_S")
 
 
@@ -42,6 +58,7 @@ class JobValidationError(ValueError):
 # ---- timestamps -------------------------------------------------------------------------------
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_ZID = re.compile(r"[0-9]{1,19}")
 
 
 def utcnow() -> datetime:
@@ -78,14 +95,29 @@ def parse_timestamp(value: Any, field_name: str = "timestamp") -> datetime | Non
         normalised = normalised[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(normalised)
+        # An offset can move a valid local time out of datetime's range (0001-01-01T00:00+01:00).
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise JobValidationError(field_name, f"not an ISO-8601 timestamp: {value!r}") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        raise JobValidationError(field_name, f"not a usable ISO-8601 timestamp: {_shown(value)}") from None
 
 
 # ---- JSON fields and scalars --------------------------------------------------------------------
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut (a bad field may be 300 KB long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def cap_text(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, the cut marked with how much was dropped."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    mark = CUT_MARK.format(len(data))
+    kept = data[: max(0, max_bytes - len(mark.encode()))].decode(errors="ignore")
+    return kept + CUT_MARK.format(len(data) - len(kept.encode()))
 
 
 def _json_default(value: Any) -> Any:
@@ -113,6 +145,10 @@ def decode_json_field(raw: Any, field_name: str) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise JobValidationError(field_name, f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise JobValidationError(field_name, "JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise JobValidationError(field_name, f"unusable JSON ({_shown(str(exc))})") from None
     if not isinstance(value, dict):
         raise JobValidationError(field_name, f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -130,20 +166,25 @@ def parse_bool(value: Any, field_name: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise JobValidationError(field_name, f"expected true or false, got {value!r}")
+    raise JobValidationError(field_name, f"expected true or false, got {_shown(value)}")
 
 
 def parse_int(value: Any, field_name: str, default: int) -> int:
+    """A whole number within ±2**53 (MAX_WHOLE_NUMBER), from a number or a numeric string."""
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        raise JobValidationError(field_name, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise JobValidationError(field_name, f"expected a number, got {type(value).__name__}")
     try:
-        number = Decimal(str(value))
+        number = Decimal(value.strip() if isinstance(value, str) else str(value))
     except ArithmeticError:
-        raise JobValidationError(field_name, f"expected a number, got {value!r}") from None
+        raise JobValidationError(field_name, f"expected a number, got {_shown(value)}") from None
+    # Order matters: NaN and infinities first, then size, and only then int() (which could build a
+    # number of a billion digits from "1E999999999").
+    if not number.is_finite() or abs(number) > MAX_WHOLE_NUMBER:
+        raise JobValidationError(field_name, f"out of range (at most ±2**53), got {_shown(value)}")
     if number != number.to_integral_value():
-        raise JobValidationError(field_name, f"expected a whole number, got {value!r}")
+        raise JobValidationError(field_name, f"expected a whole number, got {_shown(value)}")
     return int(number)
 
 
@@ -219,12 +260,14 @@ class Job:
             raise JobValidationError("job_id", "missing or not a non-empty string")
         problems: list[str] = []
 
-        def attempt(default: Any, parse: Any, *args: Any) -> Any:
+        def attempt(name: str, default: Any, parse: Any, *args: Any) -> Any:
             try:
                 return parse(*args)
             except JobValidationError as exc:
                 problems.append(str(exc))
-                return default
+            except Exception as exc:  # one bad field must never make a whole record unreadable
+                problems.append(f"{name}: cannot be parsed ({type(exc).__name__})")
+            return default
 
         def text(name: str) -> str | None:
             value = item.get(name)
@@ -238,13 +281,13 @@ class Job:
             return value
 
         def stamp(name: str) -> datetime | None:
-            return attempt(None, parse_timestamp, item.get(name), name)  # type: ignore[no-any-return]
+            return attempt(name, None, parse_timestamp, item.get(name), name)  # type: ignore[no-any-return]
 
         def number(name: str, default: int) -> int:
-            return attempt(default, parse_int, item.get(name), name, default)  # type: ignore[no-any-return]
+            return attempt(name, default, parse_int, item.get(name), name, default)  # type: ignore[no-any-return]
 
         def document(name: str) -> dict[str, Any]:
-            return attempt({}, decode_json_field, item.get(name), name)  # type: ignore[no-any-return]
+            return attempt(name, {}, decode_json_field, item.get(name), name)  # type: ignore[no-any-return]
 
         worker = text("worker_id")
         version = item.get("version")
@@ -268,8 +311,8 @@ class Job:
             reclaim_count=number("reclaim_count", 0),
             job_config=document("job_config"),
             job_results=document("job_results"),
-            logs=attempt((), _parse_log_entries, logs_doc),
-            history=attempt((), _parse_history, item.get("history")),
+            logs=attempt("logs", (), _parse_log_entries, logs_doc),
+            history=attempt("history", (), _parse_history, item.get("history")),
             lock_expires_at=stamp("lock_expires_at"),
             run_after=stamp("run_after"),
             next_check_at=stamp("next_check_at"),
@@ -299,12 +342,13 @@ class Job:
         """The conversation's zid, from ``conversation_id``; JobValidationError when unusable."""
         if not self.conversation_id:
             raise JobValidationError("conversation_id", "missing")
-        try:
-            return int(self.conversation_id)
-        except ValueError:
+        # ASCII digits only: int() would also take "1_000", "-1", "+1", " 1" and digits of any script.
+        if not _ZID.fullmatch(self.conversation_id):
             raise JobValidationError(
-                "conversation_id", f"must be a conversation's zid (an integer), got {self.conversation_id!r}"
-            ) from None
+                "conversation_id",
+                f"must be a conversation's zid (plain digits 0-9), got {_shown(self.conversation_id)}",
+            )
+        return int(self.conversation_id)
 
     @property
     def effective_report_id(self) -> str | None:
@@ -383,10 +427,52 @@ def encode_history(events: tuple[HistoryEvent, ...] | list[HistoryEvent]) -> str
     return encode_json([event.to_json() for event in list(events)[-MAX_HISTORY_EVENTS:]])
 
 
-def encode_logs(entries: tuple[LogEntry, ...] | list[LogEntry]) -> str:
-    """The ``logs`` attribute: the last 50 entries, one JSON document (defect 9)."""
-    kept = list(entries)[-MAX_LOG_ENTRIES:]
-    return encode_json({"entries": [entry.to_json() for entry in kept], "log_location": ""})
+def encode_logs(entries: tuple[LogEntry, ...] | list[LogEntry], max_bytes: int = MAX_LOGS_BYTES) -> str:
+    """The ``logs`` attribute: the newest entries (at most 50, defect 9) that fit in ``max_bytes``,
+    each message capped at MAX_LOG_MESSAGE_BYTES; entries cut for size are counted in a first entry."""
+    recent = list(entries)[-MAX_LOG_ENTRIES:]
+    kept: list[dict[str, str]] = []
+    used = len(encode_json({"entries": [], "log_location": ""}).encode()) + 200  # the note's room
+    for entry in reversed(recent):
+        message = cap_text(entry.message, MAX_LOG_MESSAGE_BYTES)
+        shown = LogEntry(entry.timestamp[:40], entry.level[:20], message).to_json()
+        size = len(encode_json(shown).encode()) + 1
+        if used + size > max_bytes:
+            break
+        kept.append(shown)
+        used += size
+    kept.reverse()
+    cut = len(recent) - len(kept)
+    if cut:
+        note = f"…[{cut} older log entries cut to keep the job record small]"
+        kept.insert(0, LogEntry(kept[0]["timestamp"] if kept else "", "WARNING", note).to_json())
+    return encode_json({"entries": kept, "log_location": ""})
+
+
+def cap_results(body: Mapping[str, Any], max_bytes: int = MAX_RESULTS_BYTES) -> str:
+    """``job_results`` encoded within ``max_bytes``. Too large: numbers and flags are kept, text is
+    capped, lists and documents are dropped, and ``truncated`` says so; if even that is too large, only
+    result_type, completed_at and error remain."""
+    encoded = encode_json(body)
+    size = len(encoded.encode())
+    if size <= max_bytes:
+        return encoded
+    small: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in body.items():
+        if value is None or isinstance(value, bool | int | float | Decimal):
+            small[key] = value
+        elif isinstance(value, str):
+            small[key] = cap_text(value, MAX_ERROR_BYTES if key == "error" else 256)
+        else:
+            dropped.append(str(key))
+    small["truncated"] = f"job_results was {size} bytes, over {max_bytes}; dropped: {', '.join(dropped)}"
+    encoded = encode_json(small)
+    if len(encoded.encode()) <= max_bytes:
+        return encoded
+    essential: dict[str, Any] = {k: small[k] for k in ("result_type", "completed_at", "error") if k in small}
+    essential["truncated"] = f"job_results was {size} bytes, over {max_bytes}; only the outcome kept"
+    return encode_json(essential)
 
 
 # ---- typed per-handler state ----------------------------------------------------------------------

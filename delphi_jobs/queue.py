@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -27,12 +27,16 @@ from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
+    MAX_ERROR_BYTES,
+    MAX_LOGS_BYTES,
     UNCLAIMED_WORKER,
     ChildJob,
     HistoryEvent,
     Job,
     JobValidationError,
     LogEntry,
+    cap_results,
+    cap_text,
     encode_history,
     encode_json,
     encode_logs,
@@ -40,8 +44,10 @@ from delphi_jobs.model import (
     format_timestamp,
     utcnow,
 )
+from delphi_jobs.redact import scrub, scrub_value
 from delphi_jobs.states import TRANSITIONS, Guard, InvalidStateError, Status, transition
 from delphi_jobs.store import (
+    MAX_ITEM_BYTES,
     Change,
     Condition,
     Cursor,
@@ -50,6 +56,7 @@ from delphi_jobs.store import (
     Lost,
     OneOf,
     as_observed,
+    item_size,
 )
 from delphi_jobs.tables import CONVERSATION_INDEX, JOB_TYPE_INDEX, STATUS_CREATED_INDEX
 
@@ -69,10 +76,20 @@ OPERATOR_EVENTS = {
     "pause": "job.paused",
     "resume": "job.resumed",
     "retry": "job.retried",
+    "cancel_stuck": "job.cancelled",
+    "retry_stuck": "job.retried",
 }
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
 REQUESTS = ("cancel_requested", "pause_requested")
+DEFAULT_LEASE_SECONDS = 60.0
+SKEW_ALLOWANCE_SECONDS = 300.0
+"""How far a lease may reach beyond now + the configured lease before it cannot be a live poller's
+(clock skew between hosts, a poller configured with a longer lease). Past that, cancel and retry act on
+the PROCESSING job directly (see JobQueue.cancel)."""
+ITEM_MARGIN_BYTES = 4 * 1024
+"""Room kept free under the item limit when sizing the logs of a write: heartbeats add progress, an
+operator adds a request, and the size rules are approximated."""
 
 
 class Keep(Enum):
@@ -112,6 +129,25 @@ class OperatorResult:
     requested: bool = False
 
 
+def _parsed(item: Mapping[str, Any]) -> Job | None:
+    """A record as a Job, or None (logged) when it has no usable job_id: it cannot be claimed, failed
+    or even named, so readers skip it (``delphi-jobs doctor`` reports such records)."""
+    try:
+        return Job.from_item(item)
+    except JobValidationError:
+        _log.error(
+            "skipping a job record without a usable job_id",
+            status=str(item.get("status"))[:40],
+            item_keys=sorted(item)[:40],
+        )
+        return None
+
+
+def _safe_error(message: str | None) -> str | None:
+    """An error message as written on a job: secrets scrubbed, size capped."""
+    return None if message is None else cap_text(scrub(message), MAX_ERROR_BYTES)
+
+
 def retry_delay(retry_count: int, base: float = RETRY_BASE_SECONDS, cap: float = RETRY_CAP_SECONDS) -> float:
     """Exponential backoff with full jitter over the upper half, so retries of a batch spread out."""
     ceiling = min(cap, base * (2**retry_count))
@@ -122,7 +158,10 @@ def _history(job: Job | None, now: datetime, to: str, by: str, reason: str) -> s
     """The job's history (none for a new job) with this transition appended; written in the
     transition's own conditional write, so the history can never disagree with the status."""
     past = job.history if job else ()
-    event = HistoryEvent(format_timestamp(now), to, by, job.status if job else None, reason)
+    # Capped and scrubbed like error_message: 100 events of whole error texts would fill the item.
+    event = HistoryEvent(
+        format_timestamp(now), to, by, job.status if job else None, cap_text(scrub(reason), 512)
+    )
     return encode_history((*past, event))
 
 
@@ -157,12 +196,14 @@ class JobQueue:
         max_pages: int = 4,
         retry_base: float = RETRY_BASE_SECONDS,
         legacy_statuses: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         """``retry_base``: the first backoff of a retry or a reclaim (DELPHI_RETRY_BASE_SECONDS).
         ``legacy_statuses``: write only the original statuses (DELPHI_LEGACY_STATUSES): a cancel is
         written as FAILED with the cancelled marker, pausing is refused."""
         self._store = store
         self._clock = clock
+        self._lease_seconds = lease_seconds
         self._page_size = page_size
         self._max_pages = max_pages
         self._retry_base = retry_base
@@ -171,13 +212,15 @@ class JobQueue:
 
     @classmethod
     def for_settings(cls, store: JobStore, settings: Settings, *, clock: Clock = utcnow) -> JobQueue:
-        """The queue with the settings every face must share (backoff, legacy statuses): the poller, the
+        """The queue with the settings every face must share (backoff, legacy statuses, the lease that
+        tells a live lease from an impossible one): the poller, the
         CLI, the HTTP API and the dashboard all build theirs here, so a cancel is written alike."""
         return cls(
             store,
             clock=clock,
             retry_base=settings.retry_base_seconds,
             legacy_statuses=settings.legacy_statuses,
+            lease_seconds=settings.lease_seconds,
         )
 
     @property
@@ -198,6 +241,20 @@ class JobQueue:
             page = self._status_page(status, cursor)
             jobs += page[0]
             cursor = page[1]
+            if cursor is None:
+                break
+        return jobs[:limit]
+
+    def conversation_jobs(self, conversation_id: str, *, limit: int = 200) -> list[Job]:
+        """A conversation's jobs, newest first, at most ``limit`` (ConversationIndex, never a Scan)."""
+        jobs: list[Job] = []
+        cursor: Cursor | None = None
+        while len(jobs) < limit:
+            page = self._store.query(
+                CONVERSATION_INDEX, conversation_id, limit=min(100, limit), start=cursor, newest_first=True
+            )
+            jobs += [job for job in map(_parsed, page.items) if job is not None]
+            cursor = page.next
             if cursor is None:
                 break
         return jobs[:limit]
@@ -243,16 +300,7 @@ class JobQueue:
 
     def _status_page(self, status: str, start: Cursor | None) -> tuple[list[Job], Cursor | None]:
         page = self._store.query(STATUS_CREATED_INDEX, status, limit=self._page_size, start=start)
-        jobs = []
-        for item in page.items:
-            try:
-                jobs.append(Job.from_item(item))
-            except JobValidationError:
-                # Without a job_id a record cannot be claimed, failed or even named: log and skip.
-                _log.error(
-                    "skipping a job record without a usable job_id", status=status, item_keys=sorted(item)
-                )
-        return jobs, page.next
+        return [job for job in map(_parsed, page.items) if job is not None], page.next
 
     def _look(self, status: Status, claimable: Callable[[Job], bool]) -> list[Job]:
         """The head page of one status; further pages only when the head holds nothing claimable."""
@@ -369,7 +417,33 @@ class JobQueue:
             return written
         assert written.item is not None
         _emit("job.reclaimed" if reclaimed else "job.started", job, worker_id, reason, worker_id=worker_id)
-        return Claim(Job.from_item(written.item), worker_id, version, reclaimed=reclaimed)
+        claimed = Job.from_item(written.item)
+        if job.problems:
+            # The claim rewrites bookkeeping fields (version, run_after, lock_expires_at, started_at):
+            # a malformed one must still fail the job, naming it, instead of being silently repaired.
+            claimed = replace(claimed, problems=tuple(dict.fromkeys(job.problems + claimed.problems)))
+        return Claim(claimed, worker_id, version, reclaimed=reclaimed)
+
+    def reject(self, job: Job, reason: str) -> Status | Lost:
+        """Fail a record that looks claimable but whose claim DynamoDB refuses (an item at the size
+        limit, a value it cannot store): one small conditional write on the record as observed, so it
+        is failed once instead of being tried on every poll. InvalidRequest when even this cannot be
+        written (the caller then sets the record aside and reports it)."""
+        transition("reject", job.status, Status.FAILED)
+        now = format_timestamp(self._clock())
+        change = Change(
+            set={
+                "status": Status.FAILED.value,
+                "error_message": cap_text(scrub(reason), 200),
+                "completed_at": now,
+                "updated_at": now,
+                "version": (job.version or 0) + 1,
+            },
+            remove=("lock_expires_at",),
+            when=(Equals("status", job.status), as_observed(job.item, "version")),
+        )
+        written = self._store.update(job.job_id, change)
+        return written if isinstance(written, Lost) else Status.FAILED
 
     def heartbeat(
         self,
@@ -389,12 +463,12 @@ class JobQueue:
             "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
             "updated_at": format_timestamp(now),
         }
-        if logs is not None:
-            sets["logs"] = encode_logs(logs)
         if progress is not None:
-            sets["progress"] = encode_json({**progress, "updated_at": format_timestamp(now)})
+            sets["progress"] = cap_text(encode_json({**progress, "updated_at": format_timestamp(now)}), 2048)
         if state is not None:
             sets.update(encode_state(state))
+        if logs is not None:
+            sets["logs"] = encode_logs(logs, self._logs_budget(claim.job.item, sets))
         written = self._store.update(claim.job.job_id, Change(set=sets, when=self._fence(claim)))
         if isinstance(written, Lost):
             return written
@@ -425,6 +499,7 @@ class JobQueue:
         written_as = self._written_status(status)
         transition(name, Status.PROCESSING, written_as)
         now = format_timestamp(self._clock())
+        error_message = _safe_error(error_message)
         sets: dict[str, Any] = {"status": written_as.value, "updated_at": now, "error_message": error_message}
         if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             outcome = {"COMPLETED": "SUCCESS", "FAILED": "FAILURE", "CANCELLED": "CANCELLED"}[status]
@@ -434,7 +509,7 @@ class JobQueue:
             sets.update(
                 {
                     "completed_at": now,
-                    "job_results": encode_json(body),
+                    "job_results": cap_results(scrub_value(body)),
                     "process_exit_confirmed": process_exit_confirmed,
                 }
             )
@@ -474,7 +549,7 @@ class JobQueue:
             "updated_at": format_timestamp(self._clock()),
         }
         if results is not None:
-            sets["job_results"] = encode_json(results)
+            sets["job_results"] = cap_results(scrub_value(results))
         return self._owner_write(claim, sets, logs, state, f"next check at {sets['next_check_at']}")
 
     def release(
@@ -513,7 +588,7 @@ class JobQueue:
             {
                 "retry_count": job.retry_count + 1,
                 "run_after": format_timestamp(self._clock() + timedelta(seconds=delay)),
-                "error_message": error,
+                "error_message": _safe_error(error),
             }
         )
         reason = f"retry {job.retry_count + 1} of {job.max_retries} at {sets['run_after']}: {error}"
@@ -526,6 +601,16 @@ class JobQueue:
             "started_at": "",
             "updated_at": format_timestamp(self._clock()),
         }
+
+    @staticmethod
+    def _logs_budget(item: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+        """The bytes ``logs`` may take in a write of ``values`` on ``item`` (as claimed): whatever else
+        the item will hold counts first, so that a record that arrived large still takes our writes
+        (issue 11). At worst the logs shrink to one entry saying they were cut."""
+        after = {name: value for name, value in item.items() if name not in values and name != "logs"}
+        after.update({name: value for name, value in values.items() if value is not None and name != "logs"})
+        room = MAX_ITEM_BYTES - item_size(after) - ITEM_MARGIN_BYTES - len("logs")
+        return max(0, min(MAX_LOGS_BYTES, room))
 
     @staticmethod
     def _fence(claim: Claim) -> tuple[Condition, ...]:
@@ -558,7 +643,7 @@ class JobQueue:
             "history": _history(claim.job, self._clock(), target, claim.worker_id, reason),
         }
         if logs is not None:
-            values["logs"] = encode_logs(logs)
+            values["logs"] = encode_logs(logs, self._logs_budget(claim.job.item, values))
         change = Change(set=values, when=self._fence(claim))
         if children:
             inserts = [self.child_record(child, claim.worker_id) for child in children]
@@ -608,13 +693,28 @@ class JobQueue:
         request = f"{reason} (requested by {by})"
 
         def act(job: Job) -> OperatorResult | Lost:
+            if self._stuck(job):
+                now = format_timestamp(self._clock())
+                if job.needs_owner_cleanup:
+                    # Its handler must release what it holds (a paid batch): due now, with the request.
+                    handback = {"cancel_requested": request, "worker_id": UNCLAIMED_WORKER, "run_after": None}
+                    return self._status_write(job, "cancel_stuck", Status.PENDING, handback, by, reason)
+                body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
+                stuck: dict[str, Any] = {
+                    "completed_at": now,
+                    "error_message": reason,
+                    "job_results": encode_json(body),
+                    "process_exit_confirmed": False,  # whoever holds the lease may still be running it
+                }
+                target = self._written_status(Status.CANCELLED)
+                return self._status_write(job, "cancel_stuck", target, stuck, by, reason)
             if job.status == Status.PENDING and job.needs_owner_cleanup:
                 # Make it due now: a worker claims it, its handler releases what it holds, it ends CANCELLED.
                 return self._request(job, "cancel", {"cancel_requested": request, "run_after": None}, by)
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
-                done = {
+                done: dict[str, Any] = {
                     "completed_at": now,
                     "error_message": reason,
                     "job_results": encode_json(body),
@@ -668,9 +768,11 @@ class JobQueue:
         return self._operator(job_id, act)
 
     def retry(self, job_id: str, *, by: str = "operator") -> OperatorResult:
-        """An operator's retry of a FAILED job: a fresh set of attempts, due now."""
+        """An operator's retry of a FAILED job, or of a PROCESSING job held by an impossible lease (see
+        cancel): a fresh set of attempts, due now."""
 
         def act(job: Job) -> OperatorResult | Lost:
+            name = "retry_stuck" if self._stuck(job) else "retry"
             sets = {
                 "worker_id": UNCLAIMED_WORKER,
                 "retry_count": 0,
@@ -680,7 +782,7 @@ class JobQueue:
                 "error_message": None,
                 "run_after": None,
             }
-            return self._status_write(job, "retry", Status.PENDING, sets, by, "retried by an operator")
+            return self._status_write(job, name, Status.PENDING, sets, by, "retried by an operator")
 
         return self._operator(job_id, act)
 
@@ -696,23 +798,39 @@ class JobQueue:
             time.sleep(0.05 * (attempt + 1))
         raise JobChanging(f"job {job_id} kept changing; try again")
 
+    def _stuck(self, job: Job) -> bool:
+        """PROCESSING with a lease no live poller can have written: further ahead than now + the lease
+        + SKEW_ALLOWANCE_SECONDS (clock skew, hand edits). Such a job would otherwise be held for ever:
+        nobody renews it, nobody may reclaim it, and its owner (if any) never sees a request. Acting on
+        it directly is safe: the version bump fences off any owner, which stops and writes nothing."""
+        limit = self._clock() + timedelta(seconds=self._lease_seconds + SKEW_ALLOWANCE_SECONDS)
+        lease = job.lock_expires_at
+        return job.status == Status.PROCESSING and lease is not None and lease > limit
+
     def _status_write(
         self, job: Job, name: str, target: Status, sets: Mapping[str, Any], by: str, reason: str
     ) -> OperatorResult | Lost:
         found = transition(name, job.status, target)
-        assert found.guard is Guard.STATUS
+        assert found.guard in (Guard.STATUS, Guard.STUCK)
         now = self._clock()
+        requests = dict.fromkeys(REQUESTS)
+        requests.update({k: v for k, v in sets.items() if k in REQUESTS})
         values = {
             **sets,
+            **requests,
             "status": target.value,
             "updated_at": format_timestamp(now),
             "version": (job.version or 0) + 1,
             "history": _history(job, now, target, by, reason),
-            **dict.fromkeys(REQUESTS),
         }
-        change = Change(
-            set=values, when=(OneOf("status", tuple(sorted(found.sources))), as_observed(job.item, "version"))
+        when: tuple[Condition, ...] = (
+            OneOf("status", tuple(sorted(found.sources))),
+            as_observed(job.item, "version"),
         )
+        if found.guard is Guard.STUCK:
+            values["lock_expires_at"] = None
+            when += (as_observed(job.item, "lock_expires_at"),)
+        change = Change(set=values, when=when)
         written = self._store.update(job.job_id, change)
         if isinstance(written, Lost):
             return written

@@ -33,6 +33,11 @@ class Guard(Enum):
     OWNER = "status PROCESSING, worker_id = the claimer, version = the claimed version"
     STATUS = "status in the transition's sources"
     OBSERVED = "status and version as observed (an operator overriding a live owner)"
+    STUCK = (
+        "status PROCESSING, version and lock_expires_at as observed, the lease beyond now + the lease "
+        "+ a skew allowance (no live poller can hold it)"
+    )
+    REFUSED = "status and version as observed (a record whose claim DynamoDB refuses)"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,22 @@ TRANSITIONS: dict[str, Transition] = {
             {S.FAILED, S.PENDING},
             Guard.OBSERVED,
             "an operator takes a live job from its owner, whose next fenced write then fails",
+        ),
+        _t(
+            "cancel_stuck",
+            {S.PROCESSING},
+            {S.CANCELLED, S.FAILED, S.PENDING},
+            Guard.STUCK,
+            "an operator cancels a job held by an impossible lease (PENDING with the request when its "
+            "handler must release something outside DynamoDB)",
+        ),
+        _t("retry_stuck", {S.PROCESSING}, {S.PENDING}, Guard.STUCK, "an operator retries such a job"),
+        _t(
+            "reject",
+            {S.PENDING, S.AWAITING_RECHECK, S.PROCESSING},
+            {S.FAILED},
+            Guard.REFUSED,
+            "a poller fails a record DynamoDB will not let it claim (too large, unstorable values)",
         ),
     )
 }

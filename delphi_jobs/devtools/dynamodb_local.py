@@ -2,6 +2,9 @@
 
 Its licence forbids redistribution, so it is installed by ``.ci/run`` (or by hand) into ``.ddblocal/``
 and never committed. ``DELPHI_DDBLOCAL_DIR`` points at another install.
+
+In memory by default. With ``db_path`` the data lives in that folder, so the server can be stopped and
+started again on the same port with its tables intact: a DynamoDB outage, as the pollers see it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -47,12 +52,13 @@ def _free_port() -> int:
 
 
 class DynamoDBLocal:
-    def __init__(self, install: Path | None = None) -> None:
+    def __init__(self, install: Path | None = None, *, db_path: Path | None = None) -> None:
         found = install or find_install()
         if found is None:
             raise RuntimeError(unavailable_reason() or "DynamoDB Local not found")
         self._install = found
         self._port = _free_port()
+        self._db_path = db_path
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,7 +73,7 @@ class DynamoDBLocal:
             f"-Djava.library.path={self._install / 'DynamoDBLocal_lib'}",
             "-jar",
             str(self._install / "DynamoDBLocal.jar"),
-            "-inMemory",
+            *(["-dbPath", str(self._db_path)] if self._db_path else ["-inMemory"]),
             "-sharedDb",
             "-disableTelemetry",
             "-port",
@@ -103,6 +109,18 @@ class DynamoDBLocal:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+    @contextmanager
+    def down(self, timeout: float = 60.0) -> Iterator[None]:
+        """An outage: stopped on entry, started again on the same port with the same data on exit
+        (``with server.down(): time.sleep(20)``). Needs ``db_path``: in memory the data would be gone."""
+        if self._db_path is None:
+            raise RuntimeError("an outage keeps the data only with db_path; this server is in memory")
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start(timeout)
 
     def __enter__(self) -> DynamoDBLocal:
         return self.start()

@@ -7,9 +7,12 @@ A paid batch must never be submitted twice by accident (defect 5). Before submit
 ``batch_submission`` marker (fenced write); right after, its ``batch_id``. When a run finds:
 - ``batch_id`` set: the submit happened; it only hands over (no second batch);
 - a marker but no ``batch_id``: an earlier run died between submit and recording the id. It lists the
-  batches created since the marker with the same number of requests: none, so nothing was paid, and
-  it submits; exactly one, which it adopts; several, and it FAILS without submitting, naming them,
-  for an operator to decide (set ``batch_id`` on the job to adopt one, or remove ``batch_submission``).
+  batches that can be that submission's: created within the create call's reach of the marker
+  (RECOVERY_SLACK before it for clock skew, CREATE_REACH after it), with the same number of requests,
+  and not recorded as ``batch_id`` by another job of the same conversation (a second report submitted
+  meanwhile, issue 11). None: nothing was paid, and it submits; exactly one, which it adopts; several,
+  and it FAILS without submitting, naming them, for an operator to decide (set ``batch_id`` on the job
+  to adopt one, or remove ``batch_submission``). It never fails or takes over another job's batch.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from delphi_jobs.narrative.prompts import batch_requests
 from delphi_jobs.narrative.sections import plan_sections
 
 RECOVERY_SLACK = timedelta(minutes=2)
+CREATE_REACH = timedelta(seconds=60) + RECOVERY_SLACK
+"""A create that started at the marker ends within the client's 60 s timeout: batches created later
+belong to somebody else."""
 
 
 class AmbiguousSubmission(Exception):
@@ -138,7 +144,17 @@ class CreateNarrativeBatchHandler:
             return None
         started = parse_timestamp(marker.get("started_at"), "batch_submission.started_at") or utcnow()
         recent, complete = client.created_since(started - RECOVERY_SLACK)
-        candidates = [b for b in recent if b.total_requests == request_count]
+        others = self._services.batches_of_others(ctx.job)
+        candidates = [
+            b
+            for b in recent
+            if b.total_requests == request_count
+            and b.created_at <= started + CREATE_REACH
+            and b.id not in others
+        ]
+        for batch in recent:
+            if batch.id in others:
+                ctx.log.info(f"batch {batch.id} belongs to job {others[batch.id]}; not ours")
         if not complete:
             raise AmbiguousSubmission(
                 f"an earlier submission was interrupted and more batches were created since "

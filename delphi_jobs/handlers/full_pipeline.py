@@ -30,6 +30,7 @@ from delphi_jobs.procgroup import ProcessResult, run_group
 
 PROGRESS_LINE = re.compile(r"\[\s*(\d{1,3})%\]\s*(.+)$")
 """A pipeline line like ``pipeline: [ 50%] computing topics`` is also recorded as the job's progress."""
+PLACEHOLDER = re.compile(r"\{(zid|report_id|job_id|app)\}")
 TAIL_LINES = 8
 PYTHON = "python"
 """The original's interpreter: the first ``python`` on PATH (the app's), never ours."""
@@ -60,18 +61,12 @@ class FullPipelineHandler:
         zid = job.zid()
         report_id = job.effective_report_id
         if template:
-            values = {
-                "{zid}": str(zid),
-                "{report_id}": report_id or "",
-                "{job_id}": job.job_id,
-                "{app}": app_path,
-            }
-            argv = []
-            for part in shlex.split(template):
-                for placeholder, value in values.items():
-                    part = part.replace(placeholder, value)
-                argv.append(part)
-            return argv
+            values = {"zid": str(zid), "report_id": report_id or "", "job_id": job.job_id, "app": app_path}
+            # One pass over the template: a value that itself contains "{job_id}" (a report_id is
+            # whatever the producer wrote) is inserted as it is, never expanded again.
+            return [
+                PLACEHOLDER.sub(lambda found: values[found.group(1)], part) for part in shlex.split(template)
+            ]
         argv = [
             PYTHON,
             os.path.join(app_path, "run_delphi.py"),

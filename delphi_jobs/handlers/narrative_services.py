@@ -12,7 +12,9 @@ from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import Job, count_field, document_field, string_map_field, text_field
 from delphi_jobs.narrative.batch_client import BatchClient
+from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
+from delphi_jobs.store import open_store
 from delphi_jobs.topic_tables import TopicStore
 
 MAX_RECHECK_SECONDS = 600.0
@@ -76,6 +78,8 @@ class NarrativeServices:
     reports: NarrativeReportStore
     batches: Callable[[], BatchClient]
     database: Callable[[], Any]
+    jobs: JobQueue
+    """Read only here: which batches other jobs of a conversation have recorded."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NarrativeServices:
@@ -92,7 +96,19 @@ class NarrativeServices:
             reports=NarrativeReportStore(client, settings.reports_table),
             batches=batches,
             database=lambda: polisdb.connect(settings),
+            jobs=JobQueue.for_settings(open_store(settings), settings),
         )
+
+    def batches_of_others(self, job: Job) -> dict[str, str]:
+        """batch_id -> job_id for the batches other jobs of ``job``'s conversation have recorded (a
+        second report's CREATE job and its checker): never ``job``'s own lost batch."""
+        if not job.conversation_id:
+            return {}
+        return {
+            str(other.batch_id): other.job_id
+            for other in self.jobs.conversation_jobs(job.conversation_id)
+            if other.batch_id and other.job_id != job.job_id and other.batch_job_id != job.job_id
+        }
 
     def choose_model(self, job: Job) -> ModelChoice:
         """ANTHROPIC_MODEL, unless the job asks for a model in DELPHI_ALLOWED_MODELS. The operator pays:

@@ -24,6 +24,7 @@ from delphi_jobs.poller.producer import Producer, Slot, Slots
 from delphi_jobs.poller.signals import on_stop_signals
 from delphi_jobs.poller.sizes import SizeGate
 from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.redact import remember_settings
 from delphi_jobs.states import InvalidStateError
 from delphi_jobs.store import Lost, StoreUnavailable, open_store
 
@@ -59,6 +60,7 @@ class Poller:
         exit_when_idle: bool = False,
     ) -> None:
         self.settings = settings
+        remember_settings(settings)
         self.metrics = PollerMetrics(settings.metrics_sample_seconds, sampler=self._sample)
         self._queue = queue or JobQueue.for_settings(
             open_store(settings, on_error=self.metrics.store_error), settings

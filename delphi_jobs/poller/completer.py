@@ -29,7 +29,7 @@ from delphi_jobs.model import format_timestamp
 from delphi_jobs.poller.metrics import PollerMetrics
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
-from delphi_jobs.store import Lost, StoreUnavailable
+from delphi_jobs.store import InvalidRequest, Lost, StoreUnavailable
 
 
 class Completer:
@@ -70,7 +70,16 @@ class Completer:
         level, note, write = self._plan(claim, outcome, job_log, cancellation)
         log.debug("writing the outcome", outcome=type(outcome).__name__, stop_reason=reason, note=note)
         job_log.add(level, note)
-        written = self._persist(write, log)
+        try:
+            written = self._persist(write, log)
+        except InvalidRequest as exc:
+            # DynamoDB refuses the outcome itself (the item would pass 400 KB, a value it cannot store):
+            # record that much, without logs or results, rather than leave the job to run again.
+            log.error("outcome write refused; writing a bare failure", error=str(exc), code=exc.code)
+            reason = f"the outcome ({type(outcome).__name__}) could not be written: {exc.code}: {exc}"
+            written = self._persist(
+                lambda: self._queue.finish(claim, Status.FAILED, error_message=reason), log
+            )
         if isinstance(written, Lost):
             self._metrics.leases_lost.inc()
             log.warning("outcome not written: the job changed hands first", outcome=type(outcome).__name__)

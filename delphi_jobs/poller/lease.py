@@ -14,7 +14,7 @@ from typing import Any
 
 from delphi_jobs.handlers.base import Cancellation, JobContext, LeaseLost, StopReason
 from delphi_jobs.queue import Claim, JobQueue
-from delphi_jobs.store import Lost, StoreError
+from delphi_jobs.store import InvalidRequest, Lost, StoreError
 
 
 class LeaseKeeper:
@@ -64,12 +64,18 @@ class LeaseKeeper:
         while not self._stop.wait(self._lease / 3):
             attempted = time.monotonic()
             try:
-                fresh = self._queue.heartbeat(
-                    self._claim,
-                    self._lease,
-                    logs=self._ctx.log.snapshot(),
-                    progress=self._ctx.progress_snapshot(),
-                )
+                try:
+                    fresh = self._queue.heartbeat(
+                        self._claim,
+                        self._lease,
+                        logs=self._ctx.log.snapshot(),
+                        progress=self._ctx.progress_snapshot(),
+                    )
+                except InvalidRequest as exc:
+                    # The logs or progress cannot be written (the item is at its size limit): the lease
+                    # must still be renewed, or a job that is fine would be stopped as "lease lost".
+                    self._log.warning("heartbeat refused; renewing the lease alone", error=str(exc))
+                    fresh = self._queue.heartbeat(self._claim, self._lease)
             except StoreError as exc:
                 self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
                 continue

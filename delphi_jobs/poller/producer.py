@@ -21,14 +21,15 @@ from delphi_jobs.poller.metrics import Health, PollerMetrics
 from delphi_jobs.poller.rescuer import Rescuer
 from delphi_jobs.queue import CLAIMABLE, Claim, JobQueue
 from delphi_jobs.states import Status
-from delphi_jobs.store import Lost, StoreError
+from delphi_jobs.store import InvalidRequest, Lost, StoreError
 
 MIN_IDLE_WAIT = 0.05
 """Even ``--interval 0`` never spins."""
 MAX_BACKOFF = 30.0
 MAX_RECHECK_LOOK = 10.0
 UNCLAIMABLE_SECONDS = 600.0
-"""How long a record whose claim fails although nobody changed it is left aside."""
+"""How long a record this process cannot claim or fail is left aside before it is looked at again
+(an operator may have repaired it); one attempt per record per 10 minutes, never a loop."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class Producer:
         self._accept = accept
         self._metrics = metrics
         self._health = health
-        self._rescuer = Rescuer(queue, settings.lease_seconds, accept, monotonic)
+        self._rescuer = Rescuer(queue, settings.lease_seconds, self._wanted, monotonic)
         self._recheck_every = max(
             settings.poll_interval, min(MAX_RECHECK_LOOK, settings.batch_recheck_seconds)
         )
@@ -120,13 +121,15 @@ class Producer:
             try:
                 claim, saw_candidates = self._next_claim(slot.worker_id)
                 failures = 0
-            except StoreError as exc:
+            except Exception as exc:
+                # A store failure, or a bug met by one odd record: either way the loop goes on (issue
+                # 11: no single record may stop a poller), with backoff so that nothing spins.
                 self._slots.give_back(slot)
                 failures += 1
                 delay = min(MAX_BACKOFF, max(self._settings.poll_interval, 0.5) * 2**failures)
-                self._log.error(
-                    "poll failed; backing off", error=f"{type(exc).__name__}: {exc}", retry_in=delay
-                )
+                log = self._log.error if isinstance(exc, StoreError) else self._log.exception
+                log("poll failed; backing off", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                self._candidates = []
                 self._stopping.wait(delay)
                 continue
             if claim is not None:
@@ -145,7 +148,7 @@ class Producer:
 
     def _anything_due(self) -> bool:
         """Before --exit-when-idle exits: every lane, whatever its cadence."""
-        return any(self._queue.find_due(status, accept=self._accept) for status in CLAIMABLE)
+        return any(self._queue.find_due(status, accept=self._wanted) for status in CLAIMABLE)
 
     def _next_claim(self, worker_id: str) -> tuple[Claim | None, bool]:
         now = self._monotonic()
@@ -155,23 +158,36 @@ class Producer:
         saw = bool(self._candidates)
         while self._candidates and not self._stopping.is_set():
             job = self._candidates.pop(0)
-            claim = self._queue.claim(job, worker_id, self._settings.lease_seconds)
+            try:
+                claim = self._queue.claim(job, worker_id, self._settings.lease_seconds)
+            except InvalidRequest as exc:
+                self._refused(job, exc)
+                continue
+            except StoreError:
+                raise
+            except Exception as exc:  # a bug met by this record: set it aside, keep polling the rest
+                self._set_aside(job, f"claim raised {type(exc).__name__}: {exc}")
+                continue
             if isinstance(claim, Claim):
                 return claim, True
             self._metrics.races_lost.inc()
             self._note_lost(job, claim)
         return None, saw
 
+    def _wanted(self, job: Job) -> bool:
+        """A job this poller serves and has not set aside. Applied inside the look, so that a head of
+        the queue made of set-aside records makes it read further instead of hiding the jobs behind."""
+        return self._accept(job) and self._unclaimable.get(job.job_id, 0.0) <= self._monotonic()
+
     def _fetch(self, now: float) -> list[Job]:
         started = self._monotonic()
-        found = self._queue.find_due(Status.PENDING, accept=self._accept)
+        found = self._queue.find_due(Status.PENDING, accept=self._wanted)
         if now >= self._next_recheck_look:
             self._next_recheck_look = now + self._recheck_every
-            found += self._queue.find_due(Status.AWAITING_RECHECK, accept=self._accept)
+            found += self._queue.find_due(Status.AWAITING_RECHECK, accept=self._wanted)
         found += self._rescuer.abandoned()
         self._metrics.poll_seconds.observe(self._monotonic() - started)
         self._log.debug("candidates", found=len(found), seconds=round(self._monotonic() - started, 4))
-        found = [job for job in found if self._unclaimable.get(job.job_id, 0.0) <= now]
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
         # Several pollers see the same page: shuffle the best few so they spread out instead of all
         # racing for the first one.
@@ -182,10 +198,30 @@ class Producer:
         """A lost claim is normal (someone else won) unless the record did not change at all: then our
         condition can never hold for it, and it is left aside instead of being retried in a loop."""
         if lost.current is not None and lost.current == dict(job.item):
-            self._unclaimable[job.job_id] = self._monotonic() + UNCLAIMABLE_SECONDS
-            self._log.error(
-                "job record cannot be claimed although nobody changed it; left aside",
-                job_id=job.job_id,
-                status=job.status,
-                retry_in=UNCLAIMABLE_SECONDS,
-            )
+            self._set_aside(job, "the claim's condition fails although nobody changed the record")
+
+    def _refused(self, job: Job, exc: InvalidRequest) -> None:
+        """DynamoDB refuses the claim itself (the item is at the size limit, a value cannot be stored):
+        fail the record once with one small write; when even that is refused, set it aside."""
+        reason = f"record: cannot be claimed, not run ({exc.code}: {str(exc)[:100]})"
+        try:
+            failed = self._queue.reject(job, reason)
+        except InvalidRequest as again:
+            self._set_aside(job, f"{reason}; failing it was refused too ({again.code})")
+            return
+        if isinstance(failed, Lost):
+            self._note_lost(job, failed)
+            return
+        self._log.error("job record failed: DynamoDB refuses its claim", job_id=job.job_id, reason=reason)
+
+    def _set_aside(self, job: Job, reason: str) -> None:
+        """Quarantine: not looked at by this process for UNCLAIMABLE_SECONDS, reported with its id so
+        that an operator (``delphi-jobs doctor``) can repair or remove it."""
+        self._unclaimable[job.job_id] = self._monotonic() + UNCLAIMABLE_SECONDS
+        self._log.error(
+            "job record quarantined: it cannot be claimed or failed; left aside",
+            job_id=job.job_id,
+            status=job.status,
+            reason=reason,
+            retry_in=UNCLAIMABLE_SECONDS,
+        )

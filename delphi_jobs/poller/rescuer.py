@@ -11,7 +11,7 @@ out of memory): docs/compatibility.md, "Retries".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from delphi_jobs.model import Job
 from delphi_jobs.queue import Claim, JobQueue
@@ -46,8 +46,8 @@ class Rescuer:
         self._clock = clock
         self._next = 0.0
 
-    def abandoned(self) -> list[Job]:
-        """Jobs to reclaim, when a look is due; [] between looks."""
+    def abandoned(self, skip: Collection[str] = ()) -> list[Job]:
+        """Jobs to reclaim, when a look is due; [] between looks. ``skip``: records set aside."""
         now = self._clock()
         if now < self._next:
             return []

@@ -6,6 +6,7 @@ from typing import Any
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.store.base import (
+    MAX_ITEM_BYTES,
     Change,
     Condition,
     Cursor,
@@ -24,10 +25,12 @@ from delphi_jobs.store.base import (
     TableMissing,
     Written,
     as_observed,
+    item_size,
 )
 from delphi_jobs.store.dynamo import DynamoJobStore
 
 __all__ = [
+    "MAX_ITEM_BYTES",
     "Change",
     "Condition",
     "Cursor",
@@ -47,6 +50,7 @@ __all__ = [
     "TableMissing",
     "Written",
     "as_observed",
+    "item_size",
     "open_store",
 ]
 

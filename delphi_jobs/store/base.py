@@ -12,11 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 Item = dict[str, Any]
 Cursor = dict[str, Any]
 """Where a query page ended: the key attributes of its last item (JSON-friendly values)."""
+
+
+MAX_ITEM_BYTES = 400 * 1024
+"""DynamoDB refuses any write that would make an item larger."""
+
+
+def value_size(value: Any) -> int:
+    """A value's size by DynamoDB's rules, closely enough to keep writes clear of the item limit."""
+    if isinstance(value, str | bytes):
+        return len(value.encode() if isinstance(value, str) else value)
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return len(Decimal(value).as_tuple().digits) // 2 + 2
+    if isinstance(value, Mapping):
+        return 3 + sum(len(str(k).encode()) + value_size(v) + 1 for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return 3 + sum(value_size(v) + 1 for v in value)
+    return 1
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """An item's size: every attribute's name and value."""
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
 # ---- conditions ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from delphi_jobs.dynamo import error_code, from_item, to_item, to_value
 from delphi_jobs.store.base import (
@@ -118,14 +118,22 @@ def _mapped_errors(table: str, observe: ErrorObserver = _ignore) -> Iterator[Non
     """botocore's many exceptions -> StoreUnavailable / TableMissing / InvalidRequest / StoreError."""
     try:
         yield
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ArithmeticError, TypeError) as exc:
         mapped = _domain_error(table, exc)
         if mapped.code != "ConditionalCheckFailedException":  # a lost race is an outcome, not an error
             observe(mapped.code)
         raise mapped from exc
 
 
-def _domain_error(table: str, exc: ClientError | BotoCoreError) -> StoreError:
+def _domain_error(table: str, exc: ClientError | BotoCoreError | ArithmeticError | TypeError) -> StoreError:
+    if isinstance(exc, ParamValidationError):
+        return InvalidRequest(f"ValidationException: {exc}", "ValidationException")
+    if isinstance(exc, ArithmeticError | TypeError):
+        # boto3's serializer: a number it cannot store exactly (decimal.Rounded), a type it cannot
+        # write. DynamoDB itself answers such values with a ValidationException.
+        return InvalidRequest(
+            f"ValidationException: a value cannot be written ({type(exc).__name__})", "ValidationException"
+        )
     if isinstance(exc, BotoCoreError):
         return StoreUnavailable(f"{type(exc).__name__}: {exc}", type(exc).__name__)
     code = error_code(exc) or "ClientError"
@@ -256,10 +264,10 @@ class DynamoJobStore:
         return request
 
     def update(self, job_id: str, change: Change) -> Written | Lost:
-        request = self._update_request(job_id, change)
-        request["ReturnValues"] = "ALL_NEW"
         try:
             with _mapped_errors(self._table, self._on_error):
+                request = self._update_request(job_id, change)
+                request["ReturnValues"] = "ALL_NEW"
                 response = self._client.update_item(**request)
         except StoreError as exc:
             if exc.code == "ConditionalCheckFailedException":
@@ -268,7 +276,8 @@ class DynamoJobStore:
         return Written(from_item(response.get("Attributes", {})))
 
     def transact(self, job_id: str, change: Change, inserts: Sequence[Item]) -> Written | Lost:
-        update = self._update_request(job_id, change)
+        with _mapped_errors(self._table, self._on_error):
+            update = self._update_request(job_id, change)
         change_item: UpdateTypeDef = {
             "TableName": update["TableName"],
             "Key": update["Key"],
@@ -281,17 +290,18 @@ class DynamoJobStore:
         if "ConditionExpression" in update:
             change_item["ConditionExpression"] = update["ConditionExpression"]
         actions: list[TransactWriteItemTypeDef] = [{"Update": change_item}]
-        for item in inserts:
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": to_item(item, nulls=True),
-                        "ConditionExpression": "attribute_not_exists(#id)",
-                        "ExpressionAttributeNames": {"#id": "job_id"},
+        with _mapped_errors(self._table, self._on_error):
+            for item in inserts:
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(item, nulls=True),
+                            "ConditionExpression": "attribute_not_exists(#id)",
+                            "ExpressionAttributeNames": {"#id": "job_id"},
+                        }
                     }
-                }
-            )
+                )
         try:
             with _mapped_errors(self._table, self._on_error):
                 self._client.transact_write_items(TransactItems=actions)
@@ -306,6 +316,8 @@ class DynamoJobStore:
             if "ConditionalCheckFailed" in codes[1:]:
                 ids = ", ".join(str(i.get("job_id")) for i in inserts)
                 raise JobExists(f"a job with one of the ids {ids} exists", "ConditionalCheckFailed") from None
+            if "ValidationError" in codes:  # e.g. an item of the transaction over the size limit
+                raise InvalidRequest(f"ValidationException: {exc}", "ValidationException") from None
             raise
         return Written(None)
 

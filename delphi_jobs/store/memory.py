@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from delphi_jobs.dynamo import MAX_DIGITS
 from delphi_jobs.store.base import (
+    MAX_ITEM_BYTES,
     Change,
     Condition,
     Cursor,
@@ -29,19 +31,31 @@ from delphi_jobs.store.base import (
     OneOf,
     Page,
     Written,
+    item_size,
 )
 from delphi_jobs.tables import JOB_INDEXES
 
-MAX_ITEM_BYTES = 400 * 1024
 _INDEX_KEYS = {name: key for name, key in JOB_INDEXES}
+
+
+def _number(value: int | Decimal) -> Decimal:
+    """DynamoDB keeps 38 significant digits (trailing zeros do not count) and refuses more."""
+    number = Decimal(value)
+    significant = "".join(map(str, number.as_tuple().digits)).rstrip("0")
+    if number.is_finite() and len(significant) > MAX_DIGITS:
+        raise InvalidRequest(
+            f"ValidationException: a number has more than {MAX_DIGITS} significant digits",
+            "ValidationException",
+        )
+    return number
 
 
 def _normalise(value: Any) -> Any:
     """What a round trip through DynamoDB gives back."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | bytes | Decimal):
+    if isinstance(value, bool) or value is None or isinstance(value, str | bytes):
         return value
-    if isinstance(value, int):
-        return Decimal(value)
+    if isinstance(value, int | Decimal):
+        return _number(value)
     if isinstance(value, float):
         raise TypeError("Float types are not supported. Use Decimal types instead.")
     if isinstance(value, Mapping):
@@ -67,19 +81,6 @@ def _kind(value: Any) -> str:
 
 def _same(left: Any, right: Any) -> bool:
     return _kind(left) == _kind(right) and left == right
-
-
-def _size(value: Any) -> int:
-    """DynamoDB's item size rules, closely enough to find items near the 400 KB limit."""
-    if isinstance(value, str | bytes):
-        return len(value.encode() if isinstance(value, str) else value)
-    if isinstance(value, Decimal):
-        return len(value.as_tuple().digits) // 2 + 2
-    if isinstance(value, Mapping):
-        return 3 + sum(len(k.encode()) + _size(v) + 1 for k, v in value.items())
-    if isinstance(value, list | set):
-        return 3 + sum(_size(v) + 1 for v in value)
-    return 1
 
 
 def _holds(item: Item | None, condition: Condition) -> bool:
@@ -114,8 +115,7 @@ def _check(item: Item) -> None:
                     f"ValidationException: an index key attribute may not be an empty string ({attribute})",
                     "ValidationException",
                 )
-    size = sum(len(name.encode()) + _size(value) for name, value in item.items())
-    if size > MAX_ITEM_BYTES:
+    if item_size(item) > MAX_ITEM_BYTES:
         raise InvalidRequest(
             "ValidationException: Item size has exceeded the maximum allowed size", "ValidationException"
         )

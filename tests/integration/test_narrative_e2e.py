@@ -281,6 +281,37 @@ def test_ambiguous_interrupted_submission_fails_without_paying(env: Settings, fa
     assert fake.create_calls == calls
 
 
+def test_recovery_is_not_fooled_by_a_second_report_of_the_conversation(
+    env: Settings, fake: FakeAnthropic
+) -> None:
+    """Issue 11 item 7: our poller died between creating batch X and recording it; meanwhile another
+    report of the same conversation was submitted (batch Y, same size). Recovery adopts X, leaves Y to
+    its job, fails nobody and pays for nothing more."""
+    queue = JobQueue(open_store(env))
+    probe_id = submit_narrative(env)
+    drain(env, queue, [probe_id])
+    probe = queue.get(probe_id)
+    assert probe is not None
+    requests = len(json.loads(str(probe.item["section_map"])))
+    marker = {"started_at": format_timestamp(utcnow()), "requests": requests}
+    lost = sdk_batch(fake, requests)  # our create, whose response never came back
+    other = submit_narrative(env)
+    drain(env, queue, [other])  # the second report: its batch is recorded on its job
+    second = queue.get(other)
+    assert second is not None and second.status == "COMPLETED" and second.batch_id
+    ours = submit_narrative(env)
+    _crash_with(env, queue, ours, Submission(batch_submission=marker))
+    calls = fake.create_calls
+    drain(env, queue, [ours])
+    parent = queue.get(ours)
+    assert parent is not None and parent.status == "COMPLETED", parent.error_message
+    assert parent.batch_id == lost
+    assert fake.create_calls == calls
+    second_after = queue.get(other)
+    assert second_after is not None and second_after.status == "COMPLETED"
+    assert second_after.batch_id == second.batch_id
+
+
 def test_kill_9_during_create_then_recovery_pays_once(
     env: Settings, fake: FakeAnthropic, tmp_path: Any
 ) -> None:

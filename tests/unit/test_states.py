@@ -40,6 +40,14 @@ LEGAL = {
     ("reset", "PROCESSING", "PENDING"),
     ("force_reset", "PROCESSING", "FAILED"),
     ("force_reset", "PROCESSING", "PENDING"),
+    # issue 11: a lease no live poller can hold, and records DynamoDB refuses to let us claim
+    ("cancel_stuck", "PROCESSING", "CANCELLED"),
+    ("cancel_stuck", "PROCESSING", "FAILED"),
+    ("cancel_stuck", "PROCESSING", "PENDING"),
+    ("retry_stuck", "PROCESSING", "PENDING"),
+    ("reject", "PENDING", "FAILED"),
+    ("reject", "AWAITING_RECHECK", "FAILED"),
+    ("reject", "PROCESSING", "FAILED"),
 }
 
 ALL = list(itertools.product(sorted(TRANSITIONS), [s.value for s in Status], [s.value for s in Status]))

@@ -31,6 +31,7 @@ from delphi_jobs.devtools.pipeline.topic_model import CommentText, comment_topic
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import format_timestamp, utcnow
 from delphi_jobs.narrative.conversation import Group
+from delphi_jobs.redact import scrub
 from delphi_jobs.topic_tables import TopicStore
 
 Progress = Callable[[str, float], None]
@@ -243,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
             write_math_main=args.write_math_main,
         )
     except (PipelineError, ConfigError, polisdb.DatabaseNotConfigured) as exc:
-        print(f"pipeline failed: {exc}", file=sys.stderr)
+        print(scrub(f"pipeline failed: {exc}"), file=sys.stderr)
+        return PERMANENT_FAILURE
+    except psycopg2.ProgrammingError as exc:  # a malformed DATABASE_URL: running again cannot help
+        print(scrub(f"pipeline failed: database setting: {str(exc).strip()}"), file=sys.stderr)
         return PERMANENT_FAILURE
     except psycopg2.Error as exc:
-        print(f"pipeline failed: database error: {str(exc).strip()}", file=sys.stderr)
+        print(scrub(f"pipeline failed: database error: {str(exc).strip()}"), file=sys.stderr)
         return TRANSIENT_FAILURE
     except (BotoCoreError, ClientError) as exc:
-        print(f"pipeline failed writing topics: {exc}", file=sys.stderr)
+        print(scrub(f"pipeline failed writing topics: {exc}"), file=sys.stderr)
         return TRANSIENT_FAILURE
     print(f"pipeline: {_describe(summary)}", flush=True)
     print(f"Results stored in DynamoDB for conversation {summary.zid}", flush=True)  # the client waits for it
