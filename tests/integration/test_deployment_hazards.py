@@ -68,7 +68,7 @@ def test_a_malformed_database_setting_never_leaks_the_password(
 
 def test_ipv6_database_host_is_bracketed() -> None:
     settings = Settings.from_env({"DATABASE_HOST": "::1", "DATABASE_PASSWORD": "p w"})
-    assert settings.database_url == "postgresql://postgres:p%20w@[::1]:5432/polis"
+    assert settings.database_url == "postgresql://postgres:p%20w@[::1]:5432/polis?sslmode=require"
 
 
 def test_default_shutdown_hands_jobs_back_within_a_container_stop_timeout(
