@@ -32,6 +32,9 @@ HAND_BACK_BUDGET = 2.0
 default stop timeout (5 + 3 + 2 = 10 s, issue 11); raise the graces only with the stop timeout."""
 
 
+DEFAULT_PAUSE_TIMEOUT = 24 * 3600.0
+
+
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the setting."""
 
@@ -129,6 +132,8 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     metrics_sample_seconds: float = 30.0
     health_stale_seconds: float = 60.0
+    pause_timeout_seconds: float = DEFAULT_PAUSE_TIMEOUT
+    """A job PAUSED longer than this is cancelled by whichever poller notices first."""
     create_tables: bool = False
     """``poll`` creates (or verifies) the tables before it starts: a fresh container's first run."""
     allowed_models: tuple[str, ...] = ()
@@ -173,6 +178,7 @@ class Settings:
             metrics_host=env.get("DELPHI_METRICS_HOST", "").strip() or "0.0.0.0",
             metrics_sample_seconds=_float(env, "DELPHI_METRICS_SAMPLE_SECONDS", 30.0),
             health_stale_seconds=_float(env, "DELPHI_HEALTH_STALE_SECONDS", 60.0),
+            pause_timeout_seconds=_float(env, "DELPHI_PAUSE_TIMEOUT", DEFAULT_PAUSE_TIMEOUT),
             create_tables=env.get("DELPHI_CREATE_TABLES", "").strip().lower() in _TRUE_WORDS,
             allowed_models=_comma_list(env.get("DELPHI_ALLOWED_MODELS", "")),
             legacy_statuses=_bool(env, "DELPHI_LEGACY_STATUSES"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -202,6 +202,56 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where a running job is, as the ``progress`` attribute shows it (written with heartbeats)."""
+
+    current_step: int = 0
+    """1-based index of the step under way (0: not started)."""
+    total_steps: int = 0
+    percent: float = 0.0
+    message: str = ""
+    step: str = ""
+    is_paused: bool = False
+
+    def to_json(self, updated_at: str) -> dict[str, Any]:
+        return {
+            "current_step": self.current_step,
+            "total_steps": self.total_steps,
+            "percent": round(min(100.0, max(0.0, self.percent)), 1),
+            "message": self.message[:500],
+            "step": self.step[:100],
+            "is_paused": self.is_paused,
+            "updated_at": updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a run shows while it goes: written with every heartbeat and with the run's last write."""
+
+    progress: Progress | None = None
+    live_output: tuple[str, ...] | None = None
+
+    def attributes(self, now: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.progress is not None:
+            values["progress"] = encode_json(self.progress.to_json(now))
+        if self.live_output is not None:
+            values["live_output"] = encode_live_output(self.live_output)
+        return values
+
+
+MAX_LIVE_LINES = 20
+MAX_LIVE_LINE_CHARS = 400
+
+
+def encode_live_output(lines: Sequence[str]) -> str:
+    """The ``live_output`` attribute: the job's last console lines, each cut to a readable length."""
+    kept = [line if len(line) <= MAX_LIVE_LINE_CHARS else line[:MAX_LIVE_LINE_CHARS] + "…" for line in lines]
+    return encode_json(kept[-MAX_LIVE_LINES:])
+
+
+@dataclass(frozen=True)
 class HistoryEvent:
     """One transition of a job: when, from which status to which, by whom (worker or operator), why."""
 
@@ -242,6 +292,8 @@ class Job:
     history: tuple[HistoryEvent, ...] = ()
     """Every transition, oldest first (the newest 100)."""
     lock_expires_at: datetime | None = None
+    paused_at: datetime | None = None
+    progress: Mapping[str, Any] = field(default_factory=dict)
     run_after: datetime | None = None
     next_check_at: datetime | None = None
     batch_id: str | None = None
@@ -314,6 +366,8 @@ class Job:
             logs=attempt("logs", (), _parse_log_entries, logs_doc),
             history=attempt("history", (), _parse_history, item.get("history")),
             lock_expires_at=stamp("lock_expires_at"),
+            paused_at=stamp("paused_at") or (stamp("updated_at") if item.get("status") == "PAUSED" else None),
+            progress=document("progress"),
             run_after=stamp("run_after"),
             next_check_at=stamp("next_check_at"),
             batch_id=text("batch_id"),
@@ -557,7 +611,14 @@ def _encode_document(value: Any) -> str | None:
 
 
 _TEXT = _Codec(_decode_text, _identity)
-_COUNT = _Codec(_decode_count, _identity)
+
+
+def _encode_count(value: int) -> int | None:
+    """Zero is the default a missing attribute reads as: not written."""
+    return value or None
+
+
+_COUNT = _Codec(_decode_count, _encode_count)
 _DOCUMENT = _Codec(_decode_document, _encode_document)
 _STRING_MAP = _Codec(_decode_string_map, _encode_document)
 

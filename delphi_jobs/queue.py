@@ -30,6 +30,7 @@ from delphi_jobs.model import (
     MAX_ERROR_BYTES,
     MAX_LOGS_BYTES,
     UNCLAIMED_WORKER,
+    Activity,
     ChildJob,
     HistoryEvent,
     Job,
@@ -117,6 +118,8 @@ class Claim:
     worker_id: str
     version: int
     reclaimed: bool = False
+    claimed_from: str = "PENDING"
+    """The status the job had before this claim (a paused checker resumes to it)."""
 
 
 @dataclass(frozen=True)
@@ -422,7 +425,7 @@ class JobQueue:
             # The claim rewrites bookkeeping fields (version, run_after, lock_expires_at, started_at):
             # a malformed one must still fail the job, naming it, instead of being silently repaired.
             claimed = replace(claimed, problems=tuple(dict.fromkeys(job.problems + claimed.problems)))
-        return Claim(claimed, worker_id, version, reclaimed=reclaimed)
+        return Claim(claimed, worker_id, version, reclaimed=reclaimed, claimed_from=job.status)
 
     def reject(self, job: Job, reason: str) -> Status | Lost:
         """Fail a record that looks claimable but whose claim DynamoDB refuses (an item at the size
@@ -451,10 +454,11 @@ class JobQueue:
         lease_seconds: float,
         *,
         logs: tuple[LogEntry, ...] | None = None,
-        progress: Mapping[str, Any] | None = None,
+        activity: Activity | None = None,
         state: Any = None,
     ) -> Job | Lost:
-        """Extend the lease and flush logs, progress and the handler's state in one fenced write.
+        """Extend the lease and flush logs, progress, live output and the handler's state in one fenced
+        write.
 
         Returns the fresh job so the worker sees cancel and pause requests. Does not bump version.
         """
@@ -463,8 +467,8 @@ class JobQueue:
             "lock_expires_at": format_timestamp(now + timedelta(seconds=lease_seconds)),
             "updated_at": format_timestamp(now),
         }
-        if progress is not None:
-            sets["progress"] = cap_text(encode_json({**progress, "updated_at": format_timestamp(now)}), 2048)
+        if activity is not None:
+            sets.update(activity.attributes(format_timestamp(now)))
         if state is not None:
             sets.update(encode_state(state))
         if logs is not None:
@@ -486,8 +490,12 @@ class JobQueue:
         state: Any = None,
         children: Sequence[ChildJob] = (),
         process_exit_confirmed: bool = True,
+        activity: Activity | None = None,
+        paused_from: str = Status.PENDING,
+        next_check_at: datetime | None = None,
     ) -> Status | Lost:
-        """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned).
+        """COMPLETED / FAILED (finish), CANCELLED (cancel_owned) or PAUSED (pause_owned: resuming makes
+        it ``paused_from`` again, a checker with its ``next_check_at``).
 
         ``children`` are inserted in the same transaction (a batch checker), so a parent can never be
         COMPLETED without its follow-up job existing, nor the other way round. Terminal writes carry
@@ -514,11 +522,22 @@ class JobQueue:
                 }
             )
         if status == Status.PAUSED:
-            sets.update({"paused_from": Status.PENDING.value, "worker_id": UNCLAIMED_WORKER})
+            sets.update(
+                {
+                    "paused_from": str(paused_from),
+                    "paused_at": now,
+                    "worker_id": UNCLAIMED_WORKER,
+                    "next_check_at": format_timestamp(next_check_at) if next_check_at else None,
+                }
+            )
+            if activity is not None and activity.progress is not None:
+                activity = replace(activity, progress=replace(activity.progress, is_paused=True))
         # The requests are answered by this write; a re-check or hand-back keeps them for the next run.
         sets.update(dict.fromkeys(REQUESTS))
         reason = error_message or ("paused at a checkpoint" if status == Status.PAUSED else "finished")
-        return self._owner_write(claim, sets, logs, state, reason, children=children, event=EVENTS[status])
+        return self._owner_write(
+            claim, sets, logs, state, reason, children=children, event=EVENTS[status], activity=activity
+        )
 
     def _written_status(self, status: Status) -> Status:
         """A cancel is written as FAILED (job_results.result_type CANCELLED) under legacy statuses."""
@@ -540,6 +559,7 @@ class JobQueue:
         results: Mapping[str, Any] | None = None,
         logs: tuple[LogEntry, ...] | None = None,
         state: Any = None,
+        activity: Activity | None = None,
     ) -> Status | Lost:
         transition("finish", Status.PROCESSING, Status.AWAITING_RECHECK)
         sets: dict[str, Any] = {
@@ -550,16 +570,23 @@ class JobQueue:
         }
         if results is not None:
             sets["job_results"] = cap_results(scrub_value(results))
-        return self._owner_write(claim, sets, logs, state, f"next check at {sets['next_check_at']}")
+        reason = f"next check at {sets['next_check_at']}"
+        return self._owner_write(claim, sets, logs, state, reason, activity=activity)
 
     def release(
-        self, claim: Claim, *, reason: str, logs: tuple[LogEntry, ...] | None = None
+        self,
+        claim: Claim,
+        *,
+        reason: str,
+        logs: tuple[LogEntry, ...] | None = None,
+        activity: Activity | None = None,
     ) -> Status | Lost:
         """Hand the job back to PENDING without consuming an attempt (shutdown)."""
         transition("hand_back", Status.PROCESSING, Status.PENDING)
         sets = self._back_to_pending()
         sets["handed_back_reason"] = reason
-        return self._owner_write(claim, sets, logs, None, f"handed back: {reason}", event="job.released")
+        note = f"handed back: {reason}"
+        return self._owner_write(claim, sets, logs, None, note, event="job.released", activity=activity)
 
     def retry_later(
         self,
@@ -569,6 +596,7 @@ class JobQueue:
         logs: tuple[LogEntry, ...] | None = None,
         delay_seconds: float | None = None,
         process_exit_confirmed: bool = True,
+        activity: Activity | None = None,
     ) -> Status | Lost:
         """PENDING again after a backoff while attempts are left, else FAILED."""
         job = claim.job
@@ -580,6 +608,7 @@ class JobQueue:
                 error_message=message,
                 logs=logs,
                 process_exit_confirmed=process_exit_confirmed,
+                activity=activity,
             )
         transition("hand_back", Status.PROCESSING, Status.PENDING)
         delay = retry_delay(job.retry_count, self._retry_base) if delay_seconds is None else delay_seconds
@@ -592,7 +621,7 @@ class JobQueue:
             }
         )
         reason = f"retry {job.retry_count + 1} of {job.max_retries} at {sets['run_after']}: {error}"
-        return self._owner_write(claim, sets, logs, None, reason, event="job.retrying")
+        return self._owner_write(claim, sets, logs, None, reason, event="job.retrying", activity=activity)
 
     def _back_to_pending(self) -> dict[str, Any]:
         return {
@@ -630,6 +659,7 @@ class JobQueue:
         *,
         children: Sequence[ChildJob] = (),
         event: str | None = None,
+        activity: Activity | None = None,
     ) -> Status | Lost:
         """The owner's final write of a run. Signed ``updated_by`` so that a write whose response was
         lost (botocore retries it, and the retry then fails our own fence) is recognised as ours."""
@@ -642,6 +672,8 @@ class JobQueue:
             "lock_expires_at": None,
             "history": _history(claim.job, self._clock(), target, claim.worker_id, reason),
         }
+        if activity is not None:
+            values.update(activity.attributes(format_timestamp(self._clock())))
         if logs is not None:
             values["logs"] = encode_logs(logs, self._logs_budget(claim.job.item, values))
         change = Change(set=values, when=self._fence(claim))
@@ -711,6 +743,11 @@ class JobQueue:
             if job.status == Status.PENDING and job.needs_owner_cleanup:
                 # Make it due now: a worker claims it, its handler releases what it holds, it ends CANCELLED.
                 return self._request(job, "cancel", {"cancel_requested": request, "run_after": None}, by)
+            if job.status == Status.PAUSED and job.needs_owner_cleanup:
+                # Resumed with the request and due now, so its handler releases what it holds.
+                return self._status_write(
+                    job, "resume", self._paused_from(job), self._unpaused(job, request), by, reason
+                )
             if job.status in TRANSITIONS["cancel"].sources:
                 now = format_timestamp(self._clock())
                 body = {"result_type": "CANCELLED", "completed_at": now, "error": reason}
@@ -750,9 +787,8 @@ class JobQueue:
                     "original statuses would count a PAUSED job as running for ever; cancel it instead",
                 )
             if job.status in TRANSITIONS["pause"].sources:
-                return self._status_write(
-                    job, "pause", Status.PAUSED, {"paused_from": job.status}, by, reason
-                )
+                paused = {"paused_from": job.status, "paused_at": format_timestamp(self._clock())}
+                return self._status_write(job, "pause", Status.PAUSED, paused, by, reason)
             if job.status == Status.PROCESSING:
                 return self._request(job, "pause", {"pause_requested": f"{reason} (requested by {by})"}, by)
             raise InvalidStateError("pause", job.status, Status.PAUSED)
@@ -760,12 +796,49 @@ class JobQueue:
         return self._operator(job_id, act)
 
     def resume(self, job_id: str, *, by: str = "operator") -> OperatorResult:
+        """PAUSED back to what it was paused from, to go on from its checkpoint on any poller."""
+
         def act(job: Job) -> OperatorResult | Lost:
-            target = Status(job.item.get("paused_from") or Status.PENDING)
-            sets = {"paused_from": None, "worker_id": UNCLAIMED_WORKER}
-            return self._status_write(job, "resume", target, sets, by, "resumed")
+            return self._status_write(
+                job, "resume", self._paused_from(job), self._unpaused(job), by, "resumed"
+            )
 
         return self._operator(job_id, act)
+
+    @staticmethod
+    def _paused_from(job: Job) -> Status:
+        paused_from = job.item.get("paused_from")
+        return (
+            Status(paused_from)
+            if paused_from in (Status.PENDING, Status.AWAITING_RECHECK)
+            else Status.PENDING
+        )
+
+    def _unpaused(self, job: Job, cancel_request: str | None = None) -> dict[str, Any]:
+        """What a resume writes; with a cancel request the job is also due at once."""
+        sets: dict[str, Any] = {"paused_from": None, "paused_at": None, "worker_id": UNCLAIMED_WORKER}
+        if job.progress:
+            sets["progress"] = encode_json({**job.progress, "is_paused": False})
+        if cancel_request:
+            now = format_timestamp(self._clock())
+            sets.update(cancel_requested=cancel_request, run_after=None, next_check_at=now)
+        return sets
+
+    def expire_pauses(self, timeout_seconds: float, *, by: str = "pause-timeout") -> list[OperatorResult]:
+        """Cancel the PAUSED jobs paused longer than ``timeout_seconds``: one bounded look at the PAUSED
+        jobs (rotating through them across calls), one fenced write each. Whichever poller notices first
+        does it; the others lose the race quietly."""
+        now = self._clock()
+        limit = now - timedelta(seconds=timeout_seconds)
+        expired = self._look(Status.PAUSED, lambda job: (job.paused_at or now) <= limit)
+        done = []
+        for job in expired:
+            reason = f"paused for more than {timeout_seconds:g}s (DELPHI_PAUSE_TIMEOUT)"
+            try:
+                done.append(self.cancel(job.job_id, reason, by=by))
+            except (InvalidStateError, JobNotFound, JobChanging):
+                continue  # resumed, cancelled or changed meanwhile: nothing to expire
+        return done
 
     def retry(self, job_id: str, *, by: str = "operator") -> OperatorResult:
         """An operator's retry of a FAILED job, or of a PROCESSING job held by an impossible lease (see

@@ -82,6 +82,7 @@ class AwaitingNarrativeBatchHandler:
         client = self._services.batches()
         if ctx.cancellation.reason == StopReason.CANCEL:
             return self._cancel_batch(ctx, client, batch_id)
+        ctx.step(1, 2, "check", f"check {state.check_count + 1} of batch {batch_id}")
         try:
             info = client.retrieve(batch_id)
         except BatchApiError as exc:
@@ -130,6 +131,7 @@ class AwaitingNarrativeBatchHandler:
         zid = job.zid()
         report_id = self._services.report_id_for(job)
         section_map = state.section_map or {}
+        ctx.step(2, 2, "store results", f"batch {info.id} ended")
         if not section_map:
             ctx.log.warning(
                 "no section map on the job: section names fall back to the custom_id minus the zid"
@@ -153,7 +155,7 @@ class AwaitingNarrativeBatchHandler:
                 if line.custom_id:
                     seen.add(line.custom_id)
                 if n % PROGRESS_EVERY == 0:
-                    ctx.progress("results", n / total)
+                    ctx.report(50 + 50 * n / total, f"{n} of {total} results read")
         except BatchApiError as exc:
             return self._api_trouble(ctx, exc, state)
         except (BotoCoreError, ClientError) as exc:

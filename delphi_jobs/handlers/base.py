@@ -6,19 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from delphi_jobs.config import Settings
 from delphi_jobs.logs import JobLog, get_logger
-from delphi_jobs.model import ChildJob, Job
+from delphi_jobs.model import ChildJob, Job, Progress
 from delphi_jobs.queue import KEEP, Keep
 
 
 class StopReason:
     CANCEL = "cancel"
-    PAUSE = "pause"
     LEASE_LOST = "lease lost"
     SHUTDOWN = "shutdown"
 
@@ -135,7 +134,19 @@ class Stopped:
     """As on Completed; written only when the stop is a cancel (the run's end)."""
 
 
-Outcome = Completed | Failed | Recheck | Stopped
+@dataclass(frozen=True)
+class Paused:
+    """The handler reached a checkpoint while a pause was requested: it saved what it needs to go on
+    (``state``) and stopped. The job becomes PAUSED; resuming makes it ``resume_as`` again, on any poller."""
+
+    state: Any = None
+    resume_as: str = "PENDING"
+    note: str = "paused at a checkpoint"
+    next_check_at: datetime | None = None
+    """For a checker paused between checks: when its next check is due once resumed."""
+
+
+Outcome = Completed | Failed | Recheck | Stopped | Paused
 
 
 @dataclass
@@ -152,19 +163,39 @@ class JobContext:
     """The handler's typed state as decoded from the job (None for handlers without one)."""
     logger: Any = field(default_factory=get_logger)
     """Structured logger bound to job_id, job_type and worker_id, for operational events."""
-    _progress: dict[str, Any] = field(default_factory=dict)
-    _progress_lock: threading.Lock = field(default_factory=threading.Lock)
+    _progress: Progress | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pause: str | None = None
 
-    def progress(self, stage: str, fraction: float | None = None, message: str = "") -> None:
-        """Record progress; it reaches the job record with the next heartbeat."""
-        with self._progress_lock:
-            self._progress = {"stage": stage, "fraction": fraction, "message": message}
-        if message:
-            self.log.info(f"{stage}: {message}")
+    def step(self, current: int, total: int, name: str, message: str = "") -> None:
+        """Step ``current`` of ``total`` has begun; it reaches the job record with the next heartbeat."""
+        percent = 100.0 * (current - 1) / total if total else 0.0
+        with self._lock:
+            self._progress = Progress(current, total, percent, message, name)
+        self.log.info(f"step {current}/{total} {name}" + (f": {message}" if message else ""))
 
-    def progress_snapshot(self) -> dict[str, Any] | None:
-        with self._progress_lock:
-            return dict(self._progress) if self._progress else None
+    def report(self, percent: float | None = None, message: str = "") -> None:
+        """Finer progress within the current step (percent of the whole job)."""
+        with self._lock:
+            now = self._progress or Progress()
+            self._progress = replace(
+                now, percent=now.percent if percent is None else percent, message=message or now.message
+            )
+
+    def progress_snapshot(self) -> Progress | None:
+        with self._lock:
+            return self._progress
+
+    def request_pause(self, reason: str) -> None:
+        """The lease keeper saw a pause request: the handler acts on it at its next checkpoint."""
+        with self._lock:
+            self._pause = self._pause or reason
+
+    def pause_requested(self) -> str | None:
+        """The pause request's reason, or None; a handler checks it at its checkpoints (between
+        steps) and returns ``Paused`` with what it needs to go on."""
+        with self._lock:
+            return self._pause
 
 
 class Handler(Protocol):

@@ -21,7 +21,16 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from delphi_jobs.handlers.base import Completed, Failed, JobContext, LeaseLost, Outcome, Stopped, StopReason
+from delphi_jobs.handlers.base import (
+    Completed,
+    Failed,
+    JobContext,
+    LeaseLost,
+    Outcome,
+    Paused,
+    Stopped,
+    StopReason,
+)
 from delphi_jobs.handlers.narrative_services import BatchCheck, NarrativeServices, Submission
 from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
@@ -38,6 +47,8 @@ from delphi_jobs.narrative.conversation import ConversationDataError, load_conve
 from delphi_jobs.narrative.prompts import batch_requests
 from delphi_jobs.narrative.sections import plan_sections
 
+STEPS = 3
+"""plan, submit, hand over"""
 RECOVERY_SLACK = timedelta(minutes=2)
 CREATE_REACH = timedelta(seconds=60) + RECOVERY_SLACK
 """A create that started at the marker ends within the client's 60 s timeout: batches created later
@@ -95,11 +106,16 @@ class CreateNarrativeBatchHandler:
             return Failed(str(exc))
         if not requests:
             return Failed(f"no section of conversation {job.zid()} has comments to write about")
+        planned = replace(state, section_map=section_map, model=model)
+        pause = ctx.pause_requested()
+        if pause and not state.batch_submission:
+            # The checkpoint before anything is paid for: nothing submitted, nothing to recover.
+            return Paused(planned, note=f"paused before submitting: {pause}")
         try:
-            planned = replace(state, section_map=section_map, model=model)
             state = self._recover(ctx, client, planned, len(requests)) or self._submit(
                 ctx, client, planned, requests
             )
+            ctx.step(3, STEPS, "hand over", f"batch {state.batch_id}")
         except AmbiguousSubmission as exc:
             return Failed(str(exc))
         except BatchApiError as exc:
@@ -117,7 +133,7 @@ class CreateNarrativeBatchHandler:
     def _plan(self, ctx: JobContext, model: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
         job = ctx.job
         zid = job.zid()
-        ctx.progress("plan", 0.0, f"reading conversation {zid}")
+        ctx.step(1, STEPS, "plan", f"reading conversation {zid}")
         conn = self._services.database()
         try:
             data = load_conversation(
@@ -132,7 +148,7 @@ class CreateNarrativeBatchHandler:
         plan = plan_sections(data, topics, job.job_id)
         for skipped in plan.skipped:
             ctx.log.info(f"section skipped: {skipped}")
-        ctx.progress("plan", 1.0, f"{len(plan.sections)} sections from {len(data.comments)} comments")
+        ctx.report(message=f"{len(plan.sections)} sections from {len(data.comments)} comments")
         return batch_requests(data, plan, model=model), plan.section_map
 
     def _recover(
@@ -189,7 +205,7 @@ class CreateNarrativeBatchHandler:
         marker = {"started_at": format_timestamp(utcnow()), "requests": len(requests)}
         state = replace(state, batch_submission=marker)
         ctx.checkpoint(state)
-        ctx.progress("submit", 0.0, f"submitting {len(requests)} requests to model {state.model}")
+        ctx.step(2, STEPS, "submit", f"submitting {len(requests)} requests to model {state.model}")
         info = client.create(requests)
         ctx.log.info(f"submitted batch {info.id} with {len(requests)} requests")
         state = replace(state, batch_id=info.id)

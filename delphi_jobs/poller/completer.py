@@ -9,6 +9,7 @@ changed hands is refused, never forced.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -19,13 +20,16 @@ from delphi_jobs.handlers.base import (
     Cancellation,
     Completed,
     Failed,
+    JobContext,
     Outcome,
+    Paused,
     Recheck,
     Stopped,
     StopReason,
 )
 from delphi_jobs.logs import JobLog
-from delphi_jobs.model import format_timestamp
+from delphi_jobs.model import Activity, format_timestamp
+from delphi_jobs.poller.lease import activity_of
 from delphi_jobs.poller.metrics import PollerMetrics
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
@@ -52,7 +56,13 @@ class Completer:
         return retrying(write)
 
     def complete(
-        self, claim: Claim, outcome: Outcome, job_log: JobLog, cancellation: Cancellation, log: Any
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        job_log: JobLog,
+        cancellation: Cancellation,
+        log: Any,
+        ctx: JobContext | None = None,
     ) -> Status | None:
         """The status written, or None when nothing could be written (the job changed hands)."""
         reason = cancellation.reason
@@ -60,14 +70,21 @@ class Completer:
             self._metrics.leases_lost.inc()
             log.warning("lease lost: the job belongs to another worker now; writing nothing")
             return None
-        annotate = () if isinstance(outcome, Recheck) else outcome.annotate
+        pause = ctx.pause_requested() if ctx else None
+        if pause and isinstance(outcome, Recheck):
+            # Between two checks is a checker's checkpoint: it pauses with its schedule kept.
+            outcome = Paused(outcome.state, Status.AWAITING_RECHECK, f"paused: {pause}", outcome.at)
+        annotate = outcome.annotate if isinstance(outcome, Completed | Failed | Stopped) else ()
         if isinstance(outcome, Stopped) and reason != StopReason.CANCEL:
-            annotate = ()  # a hand-back or a pause does not end the run's work
+            annotate = ()  # a hand-back does not end the run's work
         # Before the final write: if we die in between, the re-run writes the same notes again.
         for related in annotate:
             if not self._persist(partial(self._annotate, related), log):
                 log.warning("could not annotate a related job: it does not exist", related_job=related.job_id)
-        level, note, write = self._plan(claim, outcome, job_log, cancellation)
+        activity = activity_of(ctx) if ctx else None
+        if activity and activity.progress and isinstance(outcome, Completed):
+            activity = replace(activity, progress=replace(activity.progress, percent=100.0))
+        level, note, write = self._plan(claim, outcome, job_log, cancellation, activity)
         log.debug("writing the outcome", outcome=type(outcome).__name__, stop_reason=reason, note=note)
         job_log.add(level, note)
         try:
@@ -94,7 +111,12 @@ class Completer:
         return Status.COMPLETED if merged else Lost(None)
 
     def _plan(
-        self, claim: Claim, outcome: Outcome, job_log: JobLog, cancellation: Cancellation
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        job_log: JobLog,
+        cancellation: Cancellation,
+        activity: Activity | None,
     ) -> tuple[str, str, Callable[[], Status | Lost]]:
         """The job log line for this outcome and the write that records it (retried as a whole)."""
         queue = self._queue
@@ -110,20 +132,32 @@ class Completer:
                         error_message=message,
                         logs=job_log.snapshot(),
                         process_exit_confirmed=outcome.process_exit_confirmed,
+                        activity=activity,
                     ),
-                )
-            case Stopped() if cancellation.reason == StopReason.PAUSE:
-                return (
-                    "WARNING",
-                    f"paused: {cancellation.detail}",
-                    lambda: queue.finish(claim, Status.PAUSED, logs=job_log.snapshot()),
                 )
             case Stopped():
                 return (
                     "WARNING",
                     "handed back to PENDING (poller shutting down); no attempt consumed",
                     lambda: queue.release(
-                        claim, reason=cancellation.detail or "stopped", logs=job_log.snapshot()
+                        claim,
+                        reason=cancellation.detail or "stopped",
+                        logs=job_log.snapshot(),
+                        activity=activity,
+                    ),
+                )
+            case Paused():
+                return (
+                    "WARNING",
+                    outcome.note,
+                    lambda: queue.finish(
+                        claim,
+                        Status.PAUSED,
+                        logs=job_log.snapshot(),
+                        state=outcome.state,
+                        activity=activity,
+                        paused_from=outcome.resume_as,
+                        next_check_at=outcome.next_check_at,
                     ),
                 )
             case Completed():
@@ -138,6 +172,7 @@ class Completer:
                         state=outcome.state,
                         children=outcome.children,
                         process_exit_confirmed=outcome.process_exit_confirmed,
+                        activity=activity,
                     ),
                 )
             case Recheck():
@@ -150,6 +185,7 @@ class Completer:
                         results=outcome.results,
                         logs=job_log.snapshot(),
                         state=outcome.state,
+                        activity=activity,
                     ),
                 )
             case Failed() if outcome.retryable:
@@ -161,6 +197,7 @@ class Completer:
                         error=outcome.reason,
                         logs=job_log.snapshot(),
                         process_exit_confirmed=outcome.process_exit_confirmed,
+                        activity=activity,
                     ),
                 )
             case Failed():
@@ -175,6 +212,7 @@ class Completer:
                         logs=job_log.snapshot(),
                         state=outcome.state,
                         process_exit_confirmed=outcome.process_exit_confirmed,
+                        activity=activity,
                     ),
                 )
         raise TypeError(f"unknown outcome {outcome!r}")

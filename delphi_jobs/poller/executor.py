@@ -20,6 +20,7 @@ from delphi_jobs.handlers.base import (
     JobContext,
     LeaseLost,
     Outcome,
+    Paused,
     Stopped,
     StopReason,
 )
@@ -100,22 +101,25 @@ class Executor:
             if claim.reclaimed:
                 job_log.warning("reclaimed: the previous owner's lease expired")
             log.info("job claimed", version=claim.version, reclaimed=claim.reclaimed)
-            outcome = self._outcome(claim, job_log, lease, log)
-            status = self._completer.complete(claim, outcome, job_log, lease.cancellation, log)
+            outcome, ctx = self._outcome(claim, job_log, lease, log)
+            status = self._completer.complete(claim, outcome, job_log, lease.cancellation, log, ctx)
             self._metrics.duration.labels(job_type=job.job_type).observe(time.monotonic() - started)
             return RunResult(job.job_id, status)
         finally:
             lease.stop()
             self._running.remove(job.job_id)
 
-    def _outcome(self, claim: Claim, job_log: JobLog, lease: LeaseKeeper, log: Any) -> Outcome:
+    def _outcome(
+        self, claim: Claim, job_log: JobLog, lease: LeaseKeeper, log: Any
+    ) -> tuple[Outcome, JobContext | None]:
+        """The run's outcome, and the handler's context when it ran (its progress and pause request)."""
         job = claim.job
         handler = self._registry.get(job.job_type)
         if handler is None:
             lacking = self._registry.skipped.get(job.job_type)
             if lacking:
-                return Failed(f"job_type: {job.job_type} cannot run on this poller: {lacking}")
-            return Failed(self._registry.unknown_message(job.job_type))
+                return Failed(f"job_type: {job.job_type} cannot run on this poller: {lacking}"), None
+            return Failed(self._registry.unknown_message(job.job_type)), None
         try:
             state = decode_state(handler.state_type, job.item) if handler.state_type else None
             problems = list(job.problems) or handler.validate(job)
@@ -124,23 +128,24 @@ class Executor:
             state = None
         except Exception as exc:
             log.exception("validation raised")
-            return Failed(f"internal error validating the job: {type(exc).__name__}: {exc}")
+            return Failed(f"internal error validating the job: {type(exc).__name__}: {exc}"), None
         if problems:
-            return Failed("invalid job, not run: " + "; ".join(problems))
+            return Failed("invalid job, not run: " + "; ".join(problems)), None
         log.debug("job valid", state=state, timeout_seconds=job.timeout_seconds, priority=job.priority)
         poisoned = poison_reason(claim)
         if poisoned:  # the lost worker's processes are out of our sight: their exit is unconfirmed
-            return Failed(poisoned, process_exit_confirmed=False)
+            return Failed(poisoned, process_exit_confirmed=False), None
         cancellation = lease.cancellation
         if job.cancel_requested:
             cancellation.set(StopReason.CANCEL, job.cancel_requested)
         elif job.pause_requested:
-            cancellation.set(StopReason.PAUSE, job.pause_requested)
+            # Asked before this run began (e.g. while handed back): the start is the checkpoint.
+            return Paused(resume_as=claim.claimed_from, note="paused before starting"), None
         ctx = JobContext(
             job, self._settings, job_log, cancellation, lease.checkpoint, state=state, logger=log
         )
         lease.start(ctx)
-        return self._run_handler(handler, ctx, log)
+        return self._run_handler(handler, ctx, log), ctx
 
     @staticmethod
     def _run_handler(handler: Handler, ctx: JobContext, log: Any) -> Outcome:

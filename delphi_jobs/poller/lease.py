@@ -13,8 +13,14 @@ import time
 from typing import Any
 
 from delphi_jobs.handlers.base import Cancellation, JobContext, LeaseLost, StopReason
+from delphi_jobs.model import MAX_LIVE_LINES, Activity
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.store import InvalidRequest, Lost, StoreError
+
+
+def activity_of(ctx: JobContext) -> Activity:
+    """The run's progress and its last console lines, as heartbeats and the final write show them."""
+    return Activity(ctx.progress_snapshot(), tuple(ctx.log.tail(MAX_LIVE_LINES)))
 
 
 class LeaseKeeper:
@@ -69,7 +75,7 @@ class LeaseKeeper:
                         self._claim,
                         self._lease,
                         logs=self._ctx.log.snapshot(),
-                        progress=self._ctx.progress_snapshot(),
+                        activity=activity_of(self._ctx),
                     )
                 except InvalidRequest as exc:
                     # The logs or progress cannot be written (the item is at its size limit): the lease
@@ -88,4 +94,4 @@ class LeaseKeeper:
             if fresh.cancel_requested:
                 self.cancellation.set(StopReason.CANCEL, fresh.cancel_requested)
             elif fresh.pause_requested:
-                self.cancellation.set(StopReason.PAUSE, fresh.pause_requested)
+                self._ctx.request_pause(fresh.pause_requested)

@@ -97,7 +97,9 @@ class Producer:
         self._accept = accept
         self._metrics = metrics
         self._health = health
-        self._rescuer = Rescuer(queue, settings.lease_seconds, self._wanted, monotonic)
+        self._rescuer = Rescuer(
+            queue, settings.lease_seconds, self._wanted, monotonic, settings.pause_timeout_seconds
+        )
         self._recheck_every = max(
             settings.poll_interval, min(MAX_RECHECK_LOOK, settings.batch_recheck_seconds)
         )

@@ -11,13 +11,16 @@ out of memory): docs/compatibility.md, "Retries".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
+from delphi_jobs.config import DEFAULT_PAUSE_TIMEOUT
+from delphi_jobs.logs import get_logger
 from delphi_jobs.model import Job
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
 
 MAX_RESCUE_INTERVAL = 30.0
+_log = get_logger(component="rescuer")
 
 
 def poison_reason(claim: Claim) -> str | None:
@@ -39,17 +42,22 @@ class Rescuer:
         lease_seconds: float,
         accept: Callable[[Job], bool],
         clock: Callable[[], float] = time.monotonic,
+        pause_timeout: float = DEFAULT_PAUSE_TIMEOUT,
     ) -> None:
         self._queue = queue
         self._accept = accept
+        self._pause_timeout = pause_timeout
         self.interval = min(MAX_RESCUE_INTERVAL, lease_seconds / 2)
         self._clock = clock
         self._next = 0.0
 
-    def abandoned(self, skip: Collection[str] = ()) -> list[Job]:
-        """Jobs to reclaim, when a look is due; [] between looks. ``skip``: records set aside."""
+    def abandoned(self) -> list[Job]:
+        """Jobs to reclaim, when a look is due; [] between looks. The same pass cancels jobs PAUSED
+        for longer than the pause timeout (they are as rare, and as little in a hurry)."""
         now = self._clock()
         if now < self._next:
             return []
         self._next = now + self.interval
+        for expired in self._queue.expire_pauses(self._pause_timeout):
+            _log.warning("paused too long: cancelled", job_id=expired.job_id, status=expired.status)
         return self._queue.find_due(Status.PROCESSING, accept=self._accept)

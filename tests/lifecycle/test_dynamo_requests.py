@@ -11,7 +11,7 @@ import pytest
 
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import error_code, make_client
-from delphi_jobs.model import format_timestamp, utcnow
+from delphi_jobs.model import Activity, Progress, format_timestamp, utcnow
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import Status
 from delphi_jobs.store import DynamoJobStore
@@ -52,7 +52,7 @@ def test_every_expression_names_reserved_words(settings: Settings, client: Any) 
     [job] = queue.find_candidates()
     claim = queue.claim(job, "w1", 30)
     assert isinstance(claim, Claim)
-    queue.heartbeat(claim, 30, logs=(), progress={"p": 1})
+    queue.heartbeat(claim, 30, logs=(), activity=Activity(Progress(1, 3, 10.0), ("a line",)))
     queue.cancel("rw", "x")
     queue.finish(claim, Status.FAILED, error_message="x")
     queue.retry("rw")

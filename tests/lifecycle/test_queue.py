@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from delphi_jobs.devtools import producer_records
-from delphi_jobs.model import ChildJob, LogEntry, format_timestamp, text_field, utcnow
+from delphi_jobs.model import Activity, ChildJob, LogEntry, Progress, format_timestamp, text_field, utcnow
 from delphi_jobs.poller.rescuer import poison_reason
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.states import InvalidStateError, Status
@@ -92,12 +92,17 @@ def test_heartbeat_extends_lease_flushes_logs_and_sees_requests(queue: JobQueue,
     claim = claim_one(queue)
     before = raw(store, "h1")["lock_expires_at"]
     logs = tuple(LogEntry(format_timestamp(utcnow()), "INFO", f"line {i}") for i in range(60))
-    fresh = queue.heartbeat(claim, 120, logs=logs, progress={"stage": "pca", "percent": 40})
+    fresh = queue.heartbeat(
+        claim, 120, logs=logs, activity=Activity(Progress(2, 3, 40.0, step="PCA"), ("x",))
+    )
     assert not isinstance(fresh, Lost) and fresh.cancel_requested is None
     item = raw(store, "h1")
     assert item["lock_expires_at"] > before and item["version"] == claim.version  # no bump
     assert len(json.loads(item["logs"])["entries"]) == 50
-    assert json.loads(item["progress"])["stage"] == "pca"
+    progress = json.loads(item["progress"])
+    assert progress["step"] == "PCA" and progress["current_step"] == 2 and progress["total_steps"] == 3
+    assert progress["percent"] == 40.0 and progress["is_paused"] is False
+    assert json.loads(item["live_output"]) == ["x"]
     assert queue.cancel("h1", "operator said so", by="alice").requested
     fresh = queue.heartbeat(claim, 120)
     assert fresh is not None and fresh.cancel_requested == "operator said so (requested by alice)"

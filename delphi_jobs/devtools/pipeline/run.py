@@ -199,7 +199,14 @@ def _write_math_main(settings: Settings, zid: int, result: MathResult, last_vote
         conn.close()
 
 
+STAGE_OF_STEP = {"computing opinion groups": "PCA", "computing topics": "UMAP", "writing topics": "REPORT"}
+"""The server's stages (job_config.stages) each step of ours belongs to."""
+
+
 def _print_progress(step: str, fraction: float) -> None:
+    """Progress lines, and a ``DELPHI_STEP`` marker where a stage begins (the poller's checkpoints)."""
+    if step in STAGE_OF_STEP:
+        print(f"DELPHI_STEP {STAGE_OF_STEP[step]}", flush=True)
     print(f"pipeline: [{fraction:4.0%}] {step}", flush=True)
 
 
