@@ -2,7 +2,8 @@
 
 zid 1: three lines, exit 0 | 2: usage error, exit 2 | 3: error output, exit 3 |
 4: starts a grandchild and hangs (timeouts) | 5: starts a grandchild, works FAKE_PIPELINE_SLEEP s, exit 0 |
-6: starts a grandchild in a session of its own (escaping the process group) and hangs | 7: the same, exit 0.
+6: starts a grandchild in a session of its own (escaping the process group) and hangs | 7: the same, exit 0 |
+8: three stages announced with DELPHI_STEP markers, resumable from DELPHI_RESUME_FROM_STEP.
 Every run appends "start PID" / "done PID" to STATE/JOB_ID.runs and child pids to STATE/JOB_ID.pids.
 """
 
@@ -37,6 +38,8 @@ def main() -> int:
             print(f"step {i} of zid {args.zid}", flush=True)
         note(runs, f"done {os.getpid()}")
         return 0
+    if args.zid == 8:
+        return stepped(args, runs)
     if args.zid == 2:
         print("usage: run_delphi.py --zid=N", file=sys.stderr, flush=True)
         return 2
@@ -63,6 +66,21 @@ def main() -> int:
         print("working", flush=True)
         time.sleep(0.25)
     grandchild.kill()
+    note(runs, f"done {os.getpid()}")
+    return 0
+
+
+def stepped(args: argparse.Namespace, runs: Path) -> int:
+    """Three stages announced with DELPHI_STEP markers, FAKE_PIPELINE_SLEEP seconds each; the stages
+    skipped on a resume (DELPHI_RESUME_FROM_STEP) are noted, not run."""
+    stages = ["PCA", "UMAP", "REPORT"]
+    resume = os.environ.get("DELPHI_RESUME_FROM_STEP")
+    note(runs, f"resume_from={resume}")
+    seconds = float(os.environ.get("FAKE_PIPELINE_SLEEP", "1"))
+    for stage in stages[stages.index(resume) if resume in stages else 0 :]:
+        print(f"DELPHI_STEP {stage}", flush=True)
+        note(runs, f"stage {stage}")
+        time.sleep(seconds)
     note(runs, f"done {os.getpid()}")
     return 0
 

@@ -6,15 +6,25 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from datetime import timedelta
 
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.handlers import Registry
-from delphi_jobs.handlers.base import Cancellation, Completed, JobContext, Outcome, Stopped, StopReason
-from delphi_jobs.model import Job
+from delphi_jobs.handlers.base import (
+    Cancellation,
+    Completed,
+    JobContext,
+    Outcome,
+    Recheck,
+    Stopped,
+    StopReason,
+)
+from delphi_jobs.model import Job, utcnow
 from delphi_jobs.poller import Poller
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.store import Change, DynamoJobStore, Lost, StoreUnavailable, Written, open_store
+from delphi_jobs.store.memory import MemoryJobStore
 
 
 class Quick:
@@ -137,3 +147,27 @@ def test_completed_work_is_written_despite_heartbeat_trouble(moto_settings: Sett
 
     result = Poller(moto_settings, Registry([LateFinisher()]), queue=queue).executor.run(claim)
     assert result.status == "COMPLETED", "the fence decides, and the lease was still ours"
+
+
+class Checker(Quick):
+    """Checks once and asks for another check; a pause arrives while it checks."""
+
+    job_type = "AWAITING_NARRATIVE_BATCH"
+
+    def run(self, ctx: JobContext) -> Outcome:
+        ctx.request_pause("maintenance (requested by alice)")
+        return Recheck(utcnow() + timedelta(minutes=5))
+
+
+def test_a_checker_pauses_between_checks_with_its_schedule_kept(moto_settings: Settings) -> None:
+    queue = JobQueue(MemoryJobStore())
+    queue.enqueue({"job_id": "chk", "conversation_id": "1", "job_type": "AWAITING_NARRATIVE_BATCH"})
+    poller = Poller(moto_settings, Registry([Checker()]), queue=queue, leases=queue)
+    assert poller.executor.run(claimed(queue, "chk")).status == "PAUSED"
+    paused = queue.get("chk")
+    assert paused is not None and paused.item["paused_from"] == "AWAITING_RECHECK"
+    assert paused.next_check_at is not None and paused.next_check_at > utcnow() + timedelta(minutes=4)
+    assert queue.resume("chk").status == "AWAITING_RECHECK"
+    resumed = queue.get("chk")
+    assert resumed is not None and resumed.next_check_at == paused.next_check_at
+    assert queue.find_candidates() == [], "it waits for its next check, as before the pause"
