@@ -80,7 +80,7 @@ def step_begun(line: str, steps: Sequence[str]) -> str | None:
     return None
 
 
-class _Run:
+class StepTracker:
     """One run's view of its steps: progress as announced, and the checkpoint a pause stops at."""
 
     def __init__(self, ctx: JobContext, steps: Sequence[str], done: int) -> None:
@@ -175,7 +175,7 @@ class FullPipelineHandler:
             )
         ctx.log.info(f"Running {shlex.join(argv)} (timeout {job.timeout_seconds}s)")
         steps = steps_of(job)
-        run = _Run(ctx, steps, checkpoint.steps_done)
+        run = StepTracker(ctx, steps, checkpoint.steps_done)
         ctx.step(1, len(steps), steps[0], "starting")
         result = run_group(
             argv,

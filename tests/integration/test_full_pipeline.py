@@ -7,9 +7,9 @@ import json
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.handlers.base import Cancellation, JobContext
-from delphi_jobs.handlers.full_pipeline import FullPipelineHandler
+from delphi_jobs.handlers.full_pipeline import FullPipelineHandler, StepTracker, step_begun, steps_of
 from delphi_jobs.logs import JobLog
-from delphi_jobs.model import Job
+from delphi_jobs.model import Job, Progress
 
 
 def job(**changes: object) -> Job:
@@ -69,12 +69,29 @@ def test_validation_names_the_field() -> None:
     assert handler.validate(bad) == ["job_config.include_moderation: expected true or false, got 'sometimes'"]
 
 
-def test_progress_lines_become_job_progress() -> None:
-    ctx = JobContext(job(), Settings(), JobLog("j-1"), Cancellation(), lambda attrs: None)
-    FullPipelineHandler._output(ctx, "pipeline: [ 50%] computing topics")
-    FullPipelineHandler._output(ctx, "an ordinary line")
-    assert ctx.progress_snapshot() == {"stage": "computing topics", "fraction": 0.5, "message": ""}
-    assert [e.message for e in ctx.log.snapshot()] == [
-        "pipeline: [ 50%] computing topics",
-        "an ordinary line",
-    ]
+def test_steps_follow_markers_and_the_original_step_lines() -> None:
+    record = job(
+        job_config=json.dumps({"stages": [{"stage": "PCA"}, {"stage": "UMAP"}, {"stage": "REPORT"}]})
+    )
+    assert steps_of(record) == ("PCA", "UMAP", "REPORT")
+    assert steps_of(job()) == ("PCA", "UMAP", "REPORT"), "a record without stages gets the server's"
+    assert step_begun("DELPHI_STEP UMAP", steps_of(record)) == "UMAP"
+    assert step_begun("DELPHI_STEP NOT_A_STAGE", steps_of(record)) is None
+    assert step_begun("\x1b[0;32mRunning math pipeline...\x1b[0m", steps_of(record)) == "PCA"
+    assert step_begun("Creating visualizations with datamapplot...", steps_of(record)) == "REPORT"
+    assert step_begun("an ordinary line", steps_of(record)) is None
+
+    ctx = JobContext(record, Settings(), JobLog("j-1"), Cancellation(), lambda state: None)
+    tracker = StepTracker(ctx, steps_of(record), 0)
+    tracker.line("Running math pipeline...")
+    tracker.line("pipeline: [ 20%] computing opinion groups")
+    assert ctx.progress_snapshot() == Progress(1, 3, 20.0, "computing opinion groups", "PCA")
+    tracker.line("DELPHI_STEP UMAP")
+    assert ctx.progress_snapshot() == Progress(2, 3, 100 / 3, "", "UMAP") and tracker.done == 1
+    assert not tracker.should_stop()
+    ctx.request_pause("maintenance")
+    tracker.line("an ordinary line")
+    assert not tracker.should_stop(), "a pause waits for the next step boundary"
+    tracker.line("DELPHI_STEP REPORT")
+    assert tracker.should_stop() and tracker.paused_before == "REPORT" and tracker.done == 2
+    assert "an ordinary line" in [e.message for e in ctx.log.snapshot()]
