@@ -3,14 +3,21 @@
 Without the lock moto can apply two conditional writes to the same item at once (DESIGN 6), which
 would make every race test meaningless. The lock serialises requests the way DynamoDB serialises
 writes to one item; moto's GSI queries are O(table size), so keep test tables small.
+
+moto 5 also applies an UpdateItem in place and only then finds the item too large: the refused
+write is half applied. DynamoDB writes are atomic, so the server here puts the item back.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
+from moto.dynamodb.models import DynamoDBBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -28,6 +35,29 @@ class _Serialised:
             return list(self._app(environ, start_response))
 
 
+def _atomic_update_item() -> None:
+    original = DynamoDBBackend.update_item
+    if getattr(original, "atomic", False):
+        return
+
+    @functools.wraps(original)
+    def update_item(
+        self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        table = self.get_table(table_name)
+        item = table.get_item(*self.get_keys_value(table, key))
+        before = copy.deepcopy(item.attrs) if item is not None else None
+        try:
+            return original(self, table_name, key, *args, **kwargs)
+        except ItemSizeToUpdateTooLarge:
+            if item is not None and before is not None:
+                item.attrs = before
+            raise
+
+    update_item.atomic = True  # type: ignore[attr-defined]
+    DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Per-request access lines would drown the test and demo output."""
@@ -35,6 +65,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        _atomic_update_item()
         app = _Serialised(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)

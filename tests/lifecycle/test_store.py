@@ -165,12 +165,12 @@ def test_index_keys_are_validated_on_every_write(
     assert store.get("good") == job("good")
 
 
-def test_items_over_400_kb_are_refused(store: JobStore) -> None:
+def test_items_over_400_kb_are_refused_and_left_as_they_were(store: JobStore) -> None:
     store.insert(job("big", logs="x" * 300_000))
+    before = store.get("big")
     with pytest.raises(InvalidRequest):
-        store.update("big", Change(set={"more": "y" * 120_000}))
-    item = store.get("big")
-    assert item is not None and "more" not in item
+        store.update("big", Change(set={"status": "FAILED", "error_message": "why", "more": "y" * 120_000}))
+    assert store.get("big") == before
 
 
 def test_scan_pages_through_every_item(store: JobStore) -> None:
