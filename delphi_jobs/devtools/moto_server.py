@@ -4,8 +4,10 @@ Without the lock moto can apply two conditional writes to the same item at once 
 would make every race test meaningless. The lock serialises requests the way DynamoDB serialises
 writes to one item; moto's GSI queries are O(table size), so keep test tables small.
 
-moto 5 also applies an UpdateItem in place and only then finds the item too large: the refused
-write is half applied. DynamoDB writes are atomic, so the server here puts the item back.
+moto 5 also gets the item size limit wrong on UpdateItem: it caps at 405,000 bytes instead of
+400 KiB, counts the value being replaced as well as its replacement, and applies the update in place
+before finding the item too large, so a refused write is half applied. The server here counts the
+way DynamoDB does and puts a refused item back as it was (DynamoDB writes are atomic).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
+from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from delphi_jobs.store import MAX_ITEM_BYTES
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -35,10 +40,22 @@ class _Serialised:
             return list(self._app(environ, start_response))
 
 
-def _atomic_update_item() -> None:
+def _size(value: Any) -> int:
+    return value.size() if isinstance(value, DynamoType) else len(str(value).encode())
+
+
+def _set_attribute(self: LimitedSizeDict, key: str, value: Any) -> None:
+    others = sum(len(name.encode()) + _size(old) for name, old in self.items() if name != key)
+    if others + len(key.encode()) + _size(value) > MAX_ITEM_BYTES:
+        raise ItemSizeTooLarge
+    dict.__setitem__(self, key, value)
+
+
+def _faithful_updates() -> None:
     original = DynamoDBBackend.update_item
     if getattr(original, "atomic", False):
         return
+    LimitedSizeDict.__setitem__ = _set_attribute  # type: ignore[method-assign]
 
     @functools.wraps(original)
     def update_item(
@@ -65,7 +82,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        _atomic_update_item()
+        _faithful_updates()
         app = _Serialised(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)

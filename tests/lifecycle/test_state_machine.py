@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from delphi_jobs.model import UNCLAIMED_WORKER, Job
-from delphi_jobs.queue import Claim, JobQueue
+from delphi_jobs.queue import Claim, JobQueue, reclaim_delay
 from delphi_jobs.states import FINAL, InvalidStateError, Status
 from delphi_jobs.store import JobStore, Lost
 from delphi_jobs.store.memory import MemoryJobStore
@@ -42,7 +42,9 @@ def due(job: Job, now: datetime) -> bool:
     if job.status == Status.AWAITING_RECHECK:
         return job.next_check_at is None or job.next_check_at <= now
     if job.status == Status.PROCESSING:
-        return job.lock_expires_at is None or job.lock_expires_at < now
+        # A lost worker's job waits out the same backoff as a retry after its lease ran out.
+        backoff = timedelta(seconds=reclaim_delay(job.retry_count))
+        return job.lock_expires_at is None or job.lock_expires_at + backoff < now
     return False
 
 
