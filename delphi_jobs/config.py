@@ -148,6 +148,10 @@ class Settings:
     pipeline_job_id: str | None = None
     """DELPHI_JOB_ID: set by the poller in a FULL_PIPELINE child's environment (the stand-in pipeline
     names its topic rows with it)."""
+    request_log: str | None = None
+    """Append every DynamoDB call to this file (``requestlog``), for the benchmarks."""
+    extra_handlers: tuple[str, ...] = ()
+    """``module:factory`` specs of handlers for job types beyond the built-in ones (benchmarks, tests)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -185,6 +189,8 @@ class Settings:
             instance_size=env.get("INSTANCE_SIZE", "").strip().lower() or "default",
             retry_base_seconds=_float(env, "DELPHI_RETRY_BASE_SECONDS", 30.0),
             pipeline_job_id=env.get("DELPHI_JOB_ID", "").strip() or None,
+            request_log=env.get("DELPHI_REQUEST_LOG", "").strip() or None,
+            extra_handlers=_comma_list(env.get("DELPHI_EXTRA_HANDLERS", "")),
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()

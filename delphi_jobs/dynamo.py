@@ -12,6 +12,7 @@ from boto3.dynamodb.types import Binary, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from delphi_jobs import requestlog
 from delphi_jobs.config import Settings
 
 if TYPE_CHECKING:
@@ -47,13 +48,16 @@ def make_client(
     )
     with _sessions_lock:
         dummy = settings.is_local_endpoint and session.get_credentials() is None
-        return session.client(
+        client = session.client(
             "dynamodb",
             endpoint_url=settings.endpoint_url,
             config=config,
             aws_access_key_id=_DUMMY_KEY if dummy else None,
             aws_secret_access_key=_DUMMY_KEY if dummy else None,
         )
+    if settings.request_log:
+        requestlog.attach(client, settings.request_log)
+    return client
 
 
 MAX_DIGITS = 38

@@ -52,11 +52,16 @@ def _free_port() -> int:
 
 
 class DynamoDBLocal:
-    def __init__(self, install: Path | None = None, *, db_path: Path | None = None) -> None:
+    def __init__(
+        self, install: Path | None = None, *, db_path: Path | None = None, heap: str = "256m"
+    ) -> None:
+        """``heap`` is the JVM's -Xmx: the default holds the tests' tables; the benchmarks' 100,000-job
+        tables need about 1g."""
         found = install or find_install()
         if found is None:
             raise RuntimeError(unavailable_reason() or "DynamoDB Local not found")
         self._install = found
+        self._heap = heap
         self._port = _free_port()
         self._db_path = db_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -65,11 +70,16 @@ class DynamoDBLocal:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The java process, whose CPU time the benchmarks read from /proc."""
+        return self._process.pid if self._process else None
+
     def start(self, timeout: float = 60.0) -> DynamoDBLocal:
         java = shutil.which("java") or "java"
         argv = [
             java,
-            "-Xmx256m",
+            f"-Xmx{self._heap}",
             f"-Djava.library.path={self._install / 'DynamoDBLocal_lib'}",
             "-jar",
             str(self._install / "DynamoDBLocal.jar"),

@@ -9,6 +9,7 @@ psycopg2) are imported only when a narrative type is served.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 
 from delphi_jobs.config import ConfigError, Settings
@@ -82,4 +83,19 @@ def default_registry(settings: Settings) -> Registry:
             handlers.append(CreateNarrativeBatchHandler(services))
         if AWAITING_NARRATIVE_BATCH not in skipped:
             handlers.append(AwaitingNarrativeBatchHandler(services))
+    handlers += [_extra_handler(spec) for spec in settings.extra_handlers]
     return Registry(handlers, skipped)
+
+
+def _extra_handler(spec: str) -> Handler:
+    """``module:factory`` from DELPHI_EXTRA_HANDLERS (e.g. the benchmarks' in-process no-op job type),
+    served whatever --job-types says. It may only add a job type: replacing a built-in one by a stray
+    variable must be impossible."""
+    module, _, name = spec.partition(":")
+    try:
+        handler: Handler = getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"DELPHI_EXTRA_HANDLERS: cannot load {spec!r}: {exc}") from None
+    if handler.job_type in JOB_TYPES:
+        raise ConfigError(f"DELPHI_EXTRA_HANDLERS: {spec!r} would replace built-in {handler.job_type}")
+    return handler
