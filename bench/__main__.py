@@ -1,0 +1,76 @@
+"""``python -m bench NAME|all [--profile ci|full] [--out FILE]``: run benchmarks, print one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import claim_cost, latency, overhead, priority, throughput
+from bench.baselines import plain_loop
+from bench.harness import Context, Server, log, machine, noop_job
+from delphi_jobs.dynamo import make_client
+
+BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "claim_cost": claim_cost.run,
+    "throughput": throughput.run,
+    "latency": latency.run,
+    "overhead": overhead.run,
+    "priority": priority.run,
+}
+HEAP = {"ci": "256m", "full": "1g"}  # 100,000 finished jobs need more than the tests' default
+WARM_UP_JOBS = {"ci": 0, "full": 3000}  # ci is a smoke check: its numbers are not measurements
+
+
+def warm_up(server: Server, jobs: int) -> None:
+    """Claim and finish some jobs first: a fresh JVM runs its first requests several times slower,
+    which would make whichever benchmark comes first look worse."""
+    if not jobs:
+        return
+    with server.tables() as tables:
+        tables.load([noop_job() for _ in range(jobs)])
+        plain_loop(tables, make_client(tables.settings), threads=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="+", choices=[*BENCHMARKS, "all"], metavar="NAME|all")
+    parser.add_argument(
+        "--profile",
+        choices=["ci", "full"],
+        default="ci",
+        help="ci: tiny sizes, a minute; full: documented sizes",
+    )
+    parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if "all" in args.names else list(dict.fromkeys(args.names))
+    results: dict[str, Any] = {}
+    with Server(HEAP[args.profile]) as server, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        document: dict[str, Any] = {"profile": args.profile, "machine": machine()}
+        context = Context(server, args.profile, Path(scratch))
+        warm_up(server, WARM_UP_JOBS[args.profile])
+        for name in names:
+            log(f"{name} ({args.profile})")
+            started, load = time.monotonic(), os.getloadavg()[0]
+            result = BENCHMARKS[name](context)
+            results[name] = result | {
+                "seconds": round(time.monotonic() - started, 1),
+                "load_average_start": load,
+            }
+    document["machine"]["load_average_end"] = list(os.getloadavg())
+    document["benchmarks"] = results
+    text = json.dumps(document, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
