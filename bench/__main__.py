@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,26 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if "all" in args.names else list(dict.fromkeys(args.names))
-    results: dict[str, Any] = {}
+    document: dict[str, Any] = {"profile": args.profile, "machine": machine(), "benchmarks": {}}
+    failed = []
     with Server(HEAP[args.profile]) as server, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        document: dict[str, Any] = {"profile": args.profile, "machine": machine()}
         context = Context(server, args.profile, Path(scratch))
         warm_up(server, WARM_UP_JOBS[args.profile])
         for name in names:
             log(f"{name} ({args.profile})")
             started, load = time.monotonic(), os.getloadavg()[0]
-            result = BENCHMARKS[name](context)
-            results[name] = result | {
-                "seconds": round(time.monotonic() - started, 1),
-                "load_average_start": load,
-            }
-    document["machine"]["load_average_end"] = list(os.getloadavg())
-    document["benchmarks"] = results
-    text = json.dumps(document, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+            try:
+                result = BENCHMARKS[name](context)
+            except Exception as exc:  # the other benchmarks still run; the exit code says it failed
+                log(f"{name} failed: {traceback.format_exc()}")
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+                failed.append(name)
+            result |= {"seconds": round(time.monotonic() - started, 1), "load_average_start": load}
+            document["benchmarks"][name] = result
+            document["machine"]["load_average_end"] = list(os.getloadavg())
+            if args.out:  # after each benchmark: an hour-long run keeps what it measured
+                args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps(document, indent=2))
+    if failed:
+        log(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -102,15 +102,16 @@ class Fleet:
         for poller in self.pollers:
             poller.stop()
 
-    def wait_polling(self, timeout: float = 60) -> None:
-        """Until every poller has made a DynamoDB call: start-up (imports) is over."""
-        deadline = time.monotonic() + timeout
+    def wait_polling(self) -> None:
+        """Until every poller has made a DynamoDB call: start-up (imports) is over. Eight pollers
+        starting at once on a loaded 2-core machine can take over a minute."""
+        deadline = time.monotonic() + 60 + 15 * len(self.pollers)
         while not all(p.calls() for p in self.pollers):
             for poller in self.pollers:
                 if poller.process.poll() is not None:
                     raise RuntimeError(f"poller exited early: {poller.output.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError("pollers did not start polling")
+                raise TimeoutError(f"{len(self.pollers)} pollers did not all start polling")
             time.sleep(0.05)
 
     def cpu(self) -> float:

@@ -39,13 +39,18 @@ def ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _measured(doc: dict[str, Any]) -> dict[str, Any]:
+    """The benchmarks of a result file that did not fail."""
+    return {name: result for name, result in doc["benchmarks"].items() if "error" not in result}
+
+
 def _cell(doc: dict[str, Any], processes: int, workers: int) -> dict[str, Any] | None:
-    cells = doc["benchmarks"].get("throughput", {}).get("cells", [])
+    cells = _measured(doc).get("throughput", {}).get("cells", [])
     return next((c for c in cells if c["processes"] == processes and c["workers"] == workers), None)
 
 
 def _latency(doc: dict[str, Any], interval: float) -> list[dict[str, Any]]:
-    rows = doc["benchmarks"].get("latency", {}).get("rows", [])
+    rows = _measured(doc).get("latency", {}).get("rows", [])
     return [row for row in rows if row["interval"] == interval]
 
 
@@ -59,7 +64,7 @@ def _idle(doc: dict[str, Any]) -> tuple[float, float] | None:
 
 def headline(doc: dict[str, Any]) -> dict[str, str]:
     """Issue 12's targets as measured ratios and values; '-' where the run did not measure it."""
-    b = doc["benchmarks"]
+    b = _measured(doc)
     found: dict[str, str] = {}
     if "overhead" in b:
         o = b["overhead"]
@@ -299,7 +304,8 @@ def render(doc: dict[str, Any], before: dict[str, Any] | None = None) -> str:
     for name, (title, render_one) in SECTIONS.items():
         if name in doc["benchmarks"]:
             result = doc["benchmarks"][name]
-            parts += ["", f"### {title}", "", render_one(result), "", f"({result['seconds']:.0f} s)"]
+            body = f"Failed: {result['error']}" if "error" in result else render_one(result)
+            parts += ["", f"### {title}", "", body, "", f"({result['seconds']:.0f} s)"]
     return "\n".join(parts)
 
 
