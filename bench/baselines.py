@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.harness import Tables, status_query
-from delphi_jobs.dynamo import from_item, is_condition_failure
+from delphi_jobs.dynamo import error_code, from_item
 from delphi_jobs.model import format_timestamp, utcnow
 
 
@@ -47,7 +47,7 @@ def _claim(client: Any, table: str, job: dict[str, Any], worker: str, *, lease: 
             ExpressionAttributeValues=values,
         )
     except Exception as exc:
-        if is_condition_failure(exc):
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True

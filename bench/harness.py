@@ -1,8 +1,8 @@
 """What every benchmark shares: one DynamoDB Local per run, fresh tables per measurement, producer
 records loaded in bulk, waiting for a queue to drain, and the small statistics the reports use.
 
-The dev-tools package (servers and producer record shapes) is imported here and only here, so its
-move (``delphi_jobs.testing`` -> ``delphi_jobs.devtools``) is a one-line change for the whole suite.
+The dev-tools package (the DynamoDB Local runner and the producers' record shapes) is imported here
+and only here, so a move of either is a one-line change for the whole suite.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 
 from bench.noop import JOB_TYPE as NOOP_JOB_TYPE
 from delphi_jobs.config import Settings
+from delphi_jobs.devtools import dynamodb_local
+from delphi_jobs.devtools import producer_records as records
 from delphi_jobs.dynamo import make_client, to_item
 from delphi_jobs.model import format_timestamp, parse_timestamp, utcnow
 from delphi_jobs.tables import STATUS_CREATED_INDEX, ensure_tables, table_specs
-from delphi_jobs.testing import dynamodb_local, records
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 25  # BatchWriteItem's limit

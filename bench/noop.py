@@ -13,6 +13,7 @@ SPEC = "bench.noop:NoopHandler"
 
 class NoopHandler:
     job_type = JOB_TYPE
+    state_type = None
 
     def validate(self, job: Job) -> list[str]:
         return []
