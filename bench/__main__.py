@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -49,11 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ci: tiny sizes, a minute; full: documented sizes",
     )
     parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
+    parser.add_argument(
+        "--table-flags",
+        default="",
+        help="create every table set with `delphi-jobs create-tables FLAGS` (e.g. an index option)",
+    )
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if "all" in args.names else list(dict.fromkeys(args.names))
     document: dict[str, Any] = {"profile": args.profile, "machine": machine(), "benchmarks": {}}
+    document["table_flags"] = args.table_flags
     failed = []
-    with Server(HEAP[args.profile]) as server, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+    with (
+        Server(HEAP[args.profile], shlex.split(args.table_flags)) as server,
+        tempfile.TemporaryDirectory(prefix="bench-") as scratch,
+    ):
         context = Context(server, args.profile, Path(scratch))
         warm_up(server, WARM_UP_JOBS[args.profile])
         for name in names:

@@ -82,13 +82,17 @@ def backed_off_job() -> dict[str, Any]:
 
 
 class Server:
-    """One DynamoDB Local for a whole run (its start-up costs seconds); ``heap`` as -Xmx."""
+    """One DynamoDB Local for a whole run (its start-up costs seconds); ``heap`` as -Xmx.
 
-    def __init__(self, heap: str) -> None:
+    ``table_flags``: create every table set with ``delphi-jobs create-tables FLAGS`` instead of the
+    in-process default, to measure tables as an option of that command makes them (an index)."""
+
+    def __init__(self, heap: str, table_flags: Sequence[str] = ()) -> None:
         reason = dynamodb_local.unavailable_reason()
         if reason:
             raise SystemExit(f"bench needs DynamoDB Local: {reason}")
         self._server = dynamodb_local.DynamoDBLocal(heap=heap)
+        self._table_flags = list(table_flags)
 
     def __enter__(self) -> Server:
         self._server.start()
@@ -111,7 +115,21 @@ class Server:
         """Fresh tables under a new prefix, deleted afterwards so big backlogs do not pile up."""
         settings = Settings(endpoint_url=self.endpoint, table_prefix=f"b{uuid.uuid4().hex[:8]}_")
         client = make_client(settings)
-        ensure_tables(client, table_specs(settings))
+        if self._table_flags:
+            command = [
+                "create-tables",
+                "--endpoint-url",
+                self.endpoint,
+                "--table-prefix",
+                settings.table_prefix,
+            ]
+            subprocess.run(  # noqa: S603 - an argument list
+                [sys.executable, "-m", "delphi_jobs", *command, *self._table_flags],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        else:
+            ensure_tables(client, table_specs(settings))
         try:
             yield Tables(settings, client)
         finally:
