@@ -282,10 +282,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def repeat(times: int, measure: Callable[[int], dict[str, float]]) -> dict[str, Any]:
-    """Run ``measure(rep)`` ``times`` times: each key's median (0 where a run lacks it), runs kept."""
-    runs = [measure(i) for i in range(times)]
+    """Run ``measure(rep)`` ``times`` times; see ``medians``."""
+    return medians([measure(i) for i in range(times)])
+
+
+def medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """Each key's median over the runs (0 where a run lacks it), with the runs kept for the record."""
     keys = dict.fromkeys(key for run in runs for key in run)
-    return {key: round(median([run.get(key, 0.0) for run in runs]), 4) for key in keys} | {"runs": runs}
+    return {key: round(median([run.get(key, 0.0) for run in runs]), 4) for key in keys} | {"runs": list(runs)}
 
 
 def r(value: float, digits: int = 2) -> float:

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import REPO, Tables, cpu_seconds, rss_mb
@@ -116,6 +117,17 @@ class Fleet:
 
     def cpu(self) -> float:
         return sum(p.cpu() for p in self.pollers)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the idle pollers while a baseline runs beside them, so they take no CPU from it."""
+        for poller in self.pollers:
+            poller.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for poller in self.pollers:
+                poller.process.send_signal(signal.SIGCONT)
 
     def calls(self) -> list[tuple[float, str]]:
         return sorted(call for p in self.pollers for call in p.calls())

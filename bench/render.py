@@ -153,6 +153,8 @@ def render_machine(doc: dict[str, Any]) -> str:
         ("DynamoDB Local", m["dynamodb_local"]),
         ("load average (1 min) at start / end", load),
     ]
+    if doc.get("table_flags"):
+        rows.append(("tables made by", f"`delphi-jobs create-tables {doc['table_flags']}`"))
     return table(["", ""], rows)
 
 
@@ -211,7 +213,7 @@ def render_throughput(result: dict[str, Any]) -> str:
     ]
     rows = []
     for cell in result["cells"]:
-        row: list[Any] = [f"{cell['processes']} x {cell['workers']}"]
+        row: list[Any] = [f"{cell['processes']} x {cell['workers']}", num(cell["inprocess"]["ceiling"])]
         for mode in ("inprocess", "subprocess"):
             m = cell[mode]
             row += [
@@ -222,7 +224,7 @@ def render_throughput(result: dict[str, Any]) -> str:
                 num(m["server_cores"], 2),
             ]
         rows.append(row)
-    header = ["processes x workers"]
+    header = ["processes x workers", "plain loop jobs/s"]
     for mode in ("in-process", "/bin/true"):
         header += [f"{mode}: jobs/s", "x plain", "req/job", "poller CPU ms/job", "server cores"]
     out.append(table(header, rows))
