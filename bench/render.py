@@ -36,7 +36,9 @@ def num(value: float | None, digits: int = 1) -> str:
 
 
 def ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
 
 
 def _measured(doc: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +155,8 @@ def render_machine(doc: dict[str, Any]) -> str:
         ("DynamoDB Local", m["dynamodb_local"]),
         ("load average (1 min) at start / end", load),
     ]
+    if m.get("note"):
+        rows.append(("note", m["note"]))
     if doc.get("table_flags"):
         rows.append(("tables made by", f"`delphi-jobs create-tables {doc['table_flags']}`"))
     return table(["", ""], rows)
