@@ -7,6 +7,7 @@ Everything that reads an environment variable does it here, so the rest of the c
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,6 +38,40 @@ DEFAULT_PAUSE_TIMEOUT = 24 * 3600.0
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the setting."""
+
+
+MIN_TOKEN_LENGTH = 16
+"""An API token shorter than this is refused: guessable secrets are worse than none, which at least
+keep the API on loopback."""
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A bearer token of the HTTP API and the label that names its holder in job histories."""
+
+    label: str
+    secret: str = field(repr=False)
+
+
+def parse_api_tokens(raw: str) -> tuple[ApiToken, ...]:
+    """``DELPHI_API_TOKEN``: ``SECRET`` or ``LABEL:SECRET``, several separated by commas (one per
+    operator, so that each one's actions carry their own label). Never echoes a secret in an error."""
+    tokens: list[ApiToken] = []
+    for number, part in enumerate((p.strip() for p in raw.split(",") if p.strip()), start=1):
+        label, colon, secret = part.partition(":")
+        if not colon:
+            label, secret = "api", part
+        label = label.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", label):
+            raise ConfigError(
+                f"DELPHI_API_TOKEN: token {number}'s label must be 1-64 letters, digits or _.@- characters"
+            )
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"DELPHI_API_TOKEN: token {number} ({label}) is shorter than {MIN_TOKEN_LENGTH} characters"
+            )
+        tokens.append(ApiToken(label, secret))
+    return tuple(tokens)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -152,6 +187,11 @@ class Settings:
     """Append every DynamoDB call to this file (``requestlog``), for the benchmarks."""
     extra_handlers: tuple[str, ...] = ()
     """``module:factory`` specs of handlers for job types beyond the built-in ones (benchmarks, tests)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
+    """Bearer tokens of ``serve``; none: no token asked, and only a loopback address may be bound."""
+    api_max_body_bytes: int = 65536
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -191,6 +231,10 @@ class Settings:
             pipeline_job_id=env.get("DELPHI_JOB_ID", "").strip() or None,
             request_log=env.get("DELPHI_REQUEST_LOG", "").strip() or None,
             extra_handlers=_comma_list(env.get("DELPHI_EXTRA_HANDLERS", "")),
+            api_host=env.get("DELPHI_API_HOST", "").strip() or "127.0.0.1",
+            api_port=_int(env, "DELPHI_API_PORT", 8080),
+            api_tokens=parse_api_tokens(env.get("DELPHI_API_TOKEN", "")),
+            api_max_body_bytes=_int(env, "DELPHI_API_MAX_BODY_BYTES", 65536),
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
@@ -217,6 +261,10 @@ class Settings:
             raise ConfigError(f"log format must be auto, json or console, got {self.log_format!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port must be 0..65535, got {self.metrics_port}")
+        if not 0 <= self.api_port <= 65535:
+            raise ConfigError(f"API port must be 0..65535, got {self.api_port}")
+        if self.api_max_body_bytes < 1024:
+            raise ConfigError(f"API body limit must be at least 1024 bytes, got {self.api_max_body_bytes}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.endpoint_url is not None:

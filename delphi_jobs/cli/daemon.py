@@ -18,7 +18,7 @@ from delphi_jobs.states import Status
 from delphi_jobs.tables import ensure_tables, table_specs
 
 
-def daemon_flags(parser: argparse.ArgumentParser) -> None:
+def log_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (else LOG_LEVEL, INFO)"
     )
@@ -28,6 +28,10 @@ def daemon_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="auto: JSON unless stdout is a terminal (else DELPHI_LOG_FORMAT)",
     )
+
+
+def daemon_flags(parser: argparse.ArgumentParser) -> None:
+    log_flags(parser)
     parser.add_argument(
         "--lease-seconds",
         type=float,
@@ -43,17 +47,21 @@ def daemon_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def logged_settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings of a long-running command, whose log (stdout) is configured from them."""
+    level = args.log_level.upper() if args.log_level else None
+    built = settings(args, log_level=level, log_format=args.log_format, **extra)
+    logs.configure(built.log_level, built.log_format)
+    return built
+
+
 def daemon_settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    built = settings(
+    return logged_settings(
         args,
-        log_level=args.log_level.upper() if args.log_level else None,
-        log_format=args.log_format,
         lease_seconds=args.lease_seconds,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         **extra,
     )
-    logs.configure(built.log_level, built.log_format)
-    return built
 
 
 EMBEDDED_REPORT_ID = "r_embedded"
@@ -115,6 +123,15 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     return 0 if result.status in (Status.COMPLETED, Status.AWAITING_RECHECK) else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from delphi_jobs.api.server import serve  # FastAPI and uvicorn load only for this command
+
+    built = logged_settings(
+        args, api_host=args.host, api_port=args.port, api_max_body_bytes=args.max_body_bytes
+    )
+    return serve(built)
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     with demo_extra("pipeline"):
         from delphi_jobs.devtools.pipeline.run import main as pipeline_main
@@ -164,6 +181,29 @@ def register(commands: Registry) -> None:
     )
     daemon_flags(run_job)
     run_job.add_argument("job_id")
+
+    serve = commands.add(
+        "serve",
+        cmd_serve,
+        "the HTTP jobs API and the web dashboard (docs/api.md)",
+        "daemon",
+        description="Serve the HTTP jobs API (OpenAPI at /openapi.json) and the dashboard at /. Binds "
+        "127.0.0.1 unless told otherwise; any other address needs DELPHI_API_TOKEN (LABEL:SECRET, "
+        "comma-separated for several; never a flag, so it stays out of process listings), which every "
+        "API call must then send as Authorization: Bearer SECRET.",
+    )
+    serve.add_argument("--host", default=None, help="address to bind (else DELPHI_API_HOST, 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port to bind, 0 for any free one (else DELPHI_API_PORT, 8080)"
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest request body accepted (else DELPHI_API_MAX_BODY_BYTES, 65536)",
+    )
+    log_flags(serve)
 
     commands.add(
         "pipeline",

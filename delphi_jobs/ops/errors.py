@@ -20,6 +20,7 @@ from botocore.exceptions import (
 
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import error_code
+from delphi_jobs.states import operator_actions
 from delphi_jobs.store import StoreError, StoreUnavailable
 
 _RETRYABLE_CODES = {
@@ -56,6 +57,13 @@ class Refused(OpsError):
         super().__init__(message, hint)
         self.status = status
         self.allowed = allowed
+
+    @classmethod
+    def in_state(cls, message: str, status: str, hint: str | None = None) -> Refused:
+        """Refused for a job in ``status``: the allowed actions come from the state table."""
+        allowed = operator_actions(status)
+        default = f"allowed now: {', '.join(allowed)}" if allowed else "nothing can be done to it now"
+        return cls(message, status=status, allowed=allowed, hint=hint or default)
 
 
 class Invalid(OpsError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,13 @@ from delphi_jobs.tables import (
 
 SUBMITTABLE = (FULL_PIPELINE, CREATE_NARRATIVE_BATCH)
 """Checkers (AWAITING_NARRATIVE_BATCH) are created by their parent, never by hand."""
+MIN_PRIORITY, MAX_PRIORITY = 0, 1000
+MAX_ZID = 2**31 - 1
+"""zid is a PostgreSQL integer in the Polis database."""
+MAX_TIMEOUT_SECONDS = 7 * 86400
+REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+"""Polis report ids are short and alphanumeric; the narrative job's id and its sections' custom_ids
+are built from them, so nothing else is accepted."""
 
 PAGE_SIZE = 100
 MAX_EXAMINED = 2000
@@ -57,14 +65,19 @@ class SubmitRequest:
 
 def submit(ctx: OpsContext, request: SubmitRequest) -> JobSummary:
     """Insert a job of the server's own record shape (DESIGN 2.1), signed ``created_by``."""
-    if request.zid < 0:
-        raise Invalid("zid", f"must be a conversation's zid (a whole number >= 0), got {request.zid}")
+    if not 0 <= request.zid <= MAX_ZID:
+        raise Invalid("zid", f"must be a conversation's zid (0 to {MAX_ZID}), got {request.zid}")
     if request.job_type not in SUBMITTABLE:
         raise Invalid("job_type", f"must be one of {', '.join(SUBMITTABLE)}, got {request.job_type!r}")
-    if request.priority is not None and not 0 <= request.priority <= 1000:
-        raise Invalid("priority", f"must be between 0 and 1000, got {request.priority}")
-    if request.timeout_seconds is not None and request.timeout_seconds <= 0:
-        raise Invalid("timeout", f"must be a positive number of seconds, got {request.timeout_seconds}")
+    if request.priority is not None and not MIN_PRIORITY <= request.priority <= MAX_PRIORITY:
+        limits = f"between {MIN_PRIORITY} and {MAX_PRIORITY}"
+        raise Invalid("priority", f"must be {limits}, got {request.priority}")
+    if request.report_id is not None and not re.match(REPORT_ID_PATTERN, request.report_id):
+        raise Invalid("report_id", "must be 1-100 letters, digits, _ or - (a Polis report id)")
+    if request.timeout_seconds is not None and not 0 < request.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise Invalid(
+            "timeout", f"must be 1 to {MAX_TIMEOUT_SECONDS} seconds (7 days), got {request.timeout_seconds}"
+        )
     now = ctx.clock()
     shape: dict[str, Any] = {"now": now, "settings": request.config}
     if request.priority is not None:
@@ -133,9 +146,9 @@ def list_jobs(ctx: OpsContext, query: ListQuery) -> JobList:
     if query.limit < 1:
         raise Invalid("limit", f"must be at least 1, got {query.limit}")
     status = normalize_status(query.status) if query.status else None
-    start = _decode_cursor(query.cursor)
     if not (query.conversation or query.worker or status or query.job_type):
-        return _merged(ctx, query, start)
+        every = {s.value: (STATUS_CREATED_INDEX, s.value) for s in Status}
+        return _merged(ctx, query, _decode_cursor(query.cursor, every))
     if query.conversation:
         index, key, bounds = (
             CONVERSATION_INDEX,
@@ -158,6 +171,7 @@ def list_jobs(ctx: OpsContext, query: ListQuery) -> JobList:
         return _matches(job, query, status)
 
     found: list[Job] = []
+    start = _decode_cursor(query.cursor, {index: (index, key)})
     position = start.get(index) if start else None
     walked = walk(ctx, index, key, start=position, newest_first=not query.oldest_first, **bounds)
     last: Job | None = None
@@ -284,9 +298,13 @@ def walk(
 
 def _key_of(job: Job, index: str) -> Cursor:
     """A job's position in an index: the table key and the index's key attributes."""
+    return {name: job.item[name] for name in _position_names(index) if name in job.item}
+
+
+def _position_names(index: str) -> tuple[str, ...]:
+    """The attributes of a position in ``index``: the table key, then the index's hash and range."""
     key = dict(JOB_INDEXES)[index]
-    names = ["job_id", key.hash[0]] + ([key.range[0]] if key.range else [])
-    return {name: job.item[name] for name in names if name in job.item}
+    return ("job_id", key.hash[0], *([key.range[0]] if key.range else []))
 
 
 def _encode_cursor(positions: Mapping[str, Cursor | None]) -> str:
@@ -294,16 +312,34 @@ def _encode_cursor(positions: Mapping[str, Cursor | None]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str | None) -> dict[str, Cursor | None] | None:
+def _decode_cursor(
+    cursor: str | None, expected: Mapping[str, tuple[str, str]]
+) -> dict[str, Cursor | None] | None:
+    """A cursor handed out by ``list_jobs`` for the same filters. ``expected`` maps each position the
+    cursor may hold to its (index, hash key). Anything else, tampered with or from other filters, is
+    refused here rather than sent to DynamoDB as an ExclusiveStartKey it would reject."""
     if not cursor:
         return None
+    refused = Invalid("cursor", "not a cursor handed out for these filters; start again without it")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
     except (ValueError, json.JSONDecodeError):
-        raise Invalid("cursor", "not a cursor this command handed out") from None
-    if not isinstance(value, dict):
-        raise Invalid("cursor", "not a cursor this command handed out")
+        raise refused from None
+    if not isinstance(value, dict) or not value or not set(value) <= set(expected):
+        raise refused
+    for name, position in value.items():
+        if position is None:
+            continue
+        index, key = expected[name]
+        names = _position_names(index)
+        if (
+            not isinstance(position, dict)
+            or set(position) != set(names)
+            or position.get(names[1]) != key
+            or any(isinstance(v, bool) or not isinstance(v, str | int | float) for v in position.values())
+        ):
+            raise refused
     return value
 
 
@@ -326,6 +362,8 @@ class JobDetail:
     config: Mapping[str, Any]
     results: Mapping[str, Any]
     progress: Mapping[str, Any]
+    live_output: tuple[str, ...]
+    """The running job's last output lines, as its worker last flushed them."""
     logs: tuple[LogEntry, ...]
     history: tuple[HistoryEvent, ...]
     """Every transition, oldest first: when, from, to, by whom, why."""
@@ -366,6 +404,7 @@ def show(ctx: OpsContext, job_id: str) -> JobDetail:
         config=job.job_config,
         results=job.job_results,
         progress=progress,
+        live_output=live_output(job),
         logs=job.logs,
         history=job.history,
         links=links,
@@ -373,6 +412,39 @@ def show(ctx: OpsContext, job_id: str) -> JobDetail:
         allowed_actions=operator_actions(job.status),
         problems=job.problems,
     )
+
+
+@dataclass(frozen=True)
+class JobLogs:
+    job_id: str
+    status: str
+    entries: tuple[LogEntry, ...]
+    """The job's ``logs`` attribute: its last 50 entries, oldest first."""
+    live_output: tuple[str, ...]
+
+
+def job_logs(ctx: OpsContext, job_id: str) -> JobLogs:
+    job = get_job(ctx, job_id)
+    return JobLogs(job.job_id, job.status, job.logs, live_output(job))
+
+
+def live_output(job: Job) -> tuple[str, ...]:
+    """``live_output`` as lines, whichever way it is stored (a JSON list or ``{"lines": [...]}``, or
+    text): it is informative, so a shape this reader does not know shows as text, never fails."""
+    raw = job.item.get("live_output")
+    if raw is None or raw == "":
+        return ()
+    value: Any = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return tuple(raw.splitlines())
+    if isinstance(value, Mapping):
+        value = value.get("lines", value)
+    if isinstance(value, list):
+        return tuple(str(line) for line in value)
+    return tuple(str(value).splitlines())
 
 
 # ---- transitions --------------------------------------------------------------------------------
@@ -407,13 +479,8 @@ def act(ctx: OpsContext, action: str, job_id: str, *, by: str, reason: str | Non
     except JobChanging as exc:
         raise Busy(str(exc)) from None
     except InvalidStateError as exc:
-        allowed = operator_actions(exc.current)
-        raise Refused(
-            f"cannot {action} job {job_id}: it is {exc.current or '(no status)'}",
-            status=exc.current,
-            allowed=allowed,
-            hint=f"allowed now: {', '.join(allowed)}" if allowed else "nothing can be done to it now",
-        ) from None
+        message = f"cannot {action} job {job_id}: it is {exc.current or '(no status)'}"
+        raise Refused.in_state(message, exc.current) from None
     if result.requested:
         message = f"{action} requested: the job is {result.status}; its owner carries it out"
     else:

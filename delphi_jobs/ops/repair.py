@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from delphi_jobs.model import AWAITING_NARRATIVE_BATCH, CREATE_NARRATIVE_BATCH, Job
 from delphi_jobs.ops.context import OpsContext
-from delphi_jobs.ops.errors import Invalid, Refused
+from delphi_jobs.ops.errors import Busy, Invalid, Refused
 from delphi_jobs.ops.jobs import ActionResult, act, created_range, get_job, walk
 from delphi_jobs.ops.views import JobSummary, summarize, timestamp_of
 from delphi_jobs.states import TERMINAL, Status, operator_actions
@@ -94,6 +94,36 @@ def reset_stuck(ctx: OpsContext, request: ResetRequest) -> ResetReport:
             outcome = "lost: the job changed first"
         items.append(ResetItem(summarize(job, now), expired, running_seconds, outcome))
     return ResetReport(str(request.to), request.dry_run, request.force, items)
+
+
+def reset_job(
+    ctx: OpsContext,
+    job_id: str,
+    *,
+    by: str,
+    to: Status = Status.FAILED,
+    force: bool = False,
+    reason: str | None = None,
+) -> ActionResult:
+    """One PROCESSING job -> FAILED or PENDING: ``reset-stuck`` for a job an operator points at (the
+    HTTP API's reset). Refused while the owner's lease is alive unless ``force``."""
+    if to not in (Status.FAILED, Status.PENDING):
+        raise Invalid("to", f"must be FAILED or PENDING, got {to!r}")
+    job = get_job(ctx, job_id)
+    if job.status != Status.PROCESSING:
+        state = job.status or "(no status)"
+        raise Refused.in_state(f"cannot reset job {job_id}: it is {state}, not PROCESSING", job.status)
+    alive = job.lock_expires_at is not None and job.lock_expires_at >= ctx.clock()
+    if alive and not force:
+        raise Refused.in_state(
+            f"cannot reset job {job_id}: its owner {job.worker_id} holds a live lease",
+            job.status,
+            hint="a poller reclaims it once the lease expires; force takes it from the live owner",
+        )
+    why = reason or "reset" + (" (forced)" if force else "")
+    if not ctx.queue.reset(job, to, by=by, reason=why, force=force):
+        raise Busy(f"job {job_id} changed while it was being reset; look at it again")
+    return ActionResult(job_id, "reset", str(to), False, f"reset: now {to}")
 
 
 def _processing(ctx: OpsContext, request: ResetRequest, now: datetime) -> list[Job]:
