@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import Body, FastAPI, Header, Query, Request
@@ -88,6 +89,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 JOB_ERRORS = {**ERRORS, 404: {"model": ErrorEnvelope, "description": "no such job"}}
+REPORT_ERRORS = {**ERRORS, 404: {"model": ErrorEnvelope, "description": "no such report, or no such run"}}
 ACTION_ERRORS = {
     **JOB_ERRORS,
     409: {
@@ -210,6 +212,10 @@ def _handlers(app: FastAPI) -> None:
 
 
 def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
+    """Job ids are matched as ``path`` so that an id holding ``/`` (hand-made records may) can be
+    addressed, percent-encoded; the routes with a suffix (``/logs``, the actions) are declared before
+    the bare ``/jobs/{job_id}`` so they match first."""
+
     def by(request: Request, named: str | None) -> str:
         return acting_operator(getattr(request.state, TOKEN_LABEL, None), named)
 
@@ -277,23 +283,25 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
                 by=by(request, operator),
             ),
         )
-        return respond(show(ctx, created.job_id), 201, {"Location": f"/jobs/{created.job_id}"})
+        return respond(
+            show(ctx, created.job_id), 201, {"Location": f"/jobs/{quote(created.job_id, safe='')}"}
+        )
 
-    @app.get("/jobs/{job_id}", response_model=JobDetail, responses=JOB_ERRORS, tags=["jobs"])
+    @app.get("/jobs/{job_id:path}/logs", response_model=JobLogs, responses=JOB_ERRORS, tags=["jobs"])
+    def get_logs(job_id: JobId) -> JSONResponse:
+        return respond(job_logs(ctx, job_id))
+
+    @app.get("/jobs/{job_id:path}", response_model=JobDetail, responses=JOB_ERRORS, tags=["jobs"])
     def get_job(job_id: JobId) -> JSONResponse:
         """Every field, decoded logs, results, progress, live output, history, linked parent/checker."""
         return respond(show(ctx, job_id))
-
-    @app.get("/jobs/{job_id}/logs", response_model=JobLogs, responses=JOB_ERRORS, tags=["jobs"])
-    def get_logs(job_id: JobId) -> JSONResponse:
-        return respond(job_logs(ctx, job_id))
 
     def action(name: str, job_id: str, request: Request, reason: str | None, operator: str | None) -> Any:
         result = act(ctx, name, job_id, by=by(request, operator), reason=reason)
         return respond(result, 202 if result.requested else 200)
 
     @app.delete(
-        "/jobs/{job_id}",
+        "/jobs/{job_id:path}",
         response_model=ActionResult,
         responses={**ACTION_ERRORS, **REQUESTED},
         tags=["actions"],
@@ -318,7 +326,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
 
         run.__doc__ = summary
         app.post(
-            f"/jobs/{{job_id}}/{name}",
+            f"/jobs/{{job_id:path}}/{name}",
             response_model=ActionResult,
             responses={**ACTION_ERRORS, **(REQUESTED if requested else {})},
             tags=["actions"],
@@ -333,7 +341,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
     register_action("resume", "A PAUSED job goes back to the status it was paused from.", False)
 
     @app.post(
-        "/jobs/{job_id}/reset",
+        "/jobs/{job_id:path}/reset",
         response_model=ActionResult,
         responses=ACTION_ERRORS,
         tags=["actions"],
@@ -357,7 +365,9 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         )
         return respond(result)
 
-    @app.get("/reports/{report_id}", response_model=ReportView, responses=JOB_ERRORS, tags=["reports"])
+    @app.get(
+        "/reports/{report_id:path}", response_model=ReportView, responses=REPORT_ERRORS, tags=["reports"]
+    )
     def get_report(
         report_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)],
         run: Annotated[str | None, Query(min_length=1, max_length=ID_LENGTH)] = None,
