@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +27,7 @@ class ApiServer:
         if token is not None:
             self.environment["DELPHI_API_TOKEN"] = token
         self.argv = [str(SCRIPT), "serve", "--port", "0", "--log-format", "json", *flags]
+        self.settings = settings
         self.lines: list[str] = []
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
@@ -83,12 +83,3 @@ class ApiServer:
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
         return requests.request(method, self.url + path, **kwargs)
-
-
-def wait_until_answers(server: ApiServer, path: str, status: int, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.request("GET", path, headers=headers).status_code == status:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{path} never answered {status}")
