@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,7 +39,7 @@ from delphi_jobs.api.errors import (
 from delphi_jobs.api.security import TOKEN_LABEL, Gate, Message, Receive, Scope, Send, acting_operator
 from delphi_jobs.config import Settings
 from delphi_jobs.logs import get_logger
-from delphi_jobs.model import FULL_PIPELINE
+from delphi_jobs.model import FULL_PIPELINE, JobValidationError, parse_timestamp
 from delphi_jobs.ops.context import OpsContext
 from delphi_jobs.ops.errors import Invalid, OpsError, translate
 from delphi_jobs.ops.jobs import (
@@ -72,6 +72,12 @@ STATIC = Path(__file__).parent / "static"
 MAX_LIST_LIMIT = 200
 STATS_TTL_SECONDS = 3.0
 """Every open dashboard asks for the stats every few seconds; they are computed at most this often."""
+TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+)
+TIME_HELP = "ISO-8601 (2026-11-29T15:00:00Z); without a zone, UTC"
+"""What the created_after/before filters accept: RFC 3339, and the minutes-only form of a browser's
+datetime-local input; a pattern, so that the schema says exactly what is refused."""
 ID_LENGTH = 512
 """Longer than any producer's job id; DynamoDB refuses keys over 2048 bytes with an error that would
 otherwise surface as the backend's."""
@@ -163,14 +169,14 @@ def respond(result: Any, status_code: int = 200, headers: dict[str, str] | None 
     return JSONResponse(jsonable(result), status_code=status_code, headers=headers)
 
 
-def utc(moment: datetime | None, field: str) -> datetime | None:
-    """A query's time as UTC (naive means UTC, as in the job records); out of range is invalid."""
-    if moment is None:
+def moment(text: str | None, field: str) -> datetime | None:
+    """A query's time (``TIME_PATTERN``) as UTC, parsed as job timestamps are (naive means UTC)."""
+    if text is None:
         return None
     try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:
-        raise Invalid(field, "out of range") from None
+        return parse_timestamp(text, field)
+    except (JobValidationError, OverflowError):
+        raise Invalid(field, f"not a time: {text!r}") from None
 
 
 def create_app(settings: Settings, ctx: OpsContext | None = None) -> FastAPI:
@@ -241,8 +247,8 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         job_type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         conversation: Annotated[str | None, Query(min_length=1, max_length=64, description="zid")] = None,
         worker: Annotated[str | None, Query(min_length=1, max_length=ID_LENGTH)] = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        created_after: Annotated[str | None, Query(pattern=TIME_PATTERN, description=TIME_HELP)] = None,
+        created_before: Annotated[str | None, Query(pattern=TIME_PATTERN, description=TIME_HELP)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
         oldest_first: bool = False,
         cursor: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
@@ -254,8 +260,8 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
             job_type=job_type,
             conversation=conversation,
             worker=worker,
-            created_after=utc(created_after, "created_after"),
-            created_before=utc(created_before, "created_before"),
+            created_after=moment(created_after, "created_after"),
+            created_before=moment(created_before, "created_before"),
             limit=limit,
             oldest_first=oldest_first,
             cursor=cursor,

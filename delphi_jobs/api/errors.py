@@ -122,6 +122,8 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (no such route, method not allowed): keep their status and headers
     (``Allow`` on a 405), in the envelope."""
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, not JSON): bad input
+        return error_response(422, "invalid", f"body: {exc.detail}", field="body", hint="send a JSON object")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = f"no route {request.method} {request.url.path}" if code == "not_found" else str(exc.detail)
     return error_response(exc.status_code, code, message, headers=exc.headers)

@@ -1,0 +1,49 @@
+"""Schemathesis against the published ``/openapi.json`` of a running ``delphi-jobs serve`` (moto tier):
+generated requests, valid and invalid, to every operation; no answer may be a server error or
+contradict the schema (status codes, content types, headers, bodies), invalid input must be refused
+with a 4xx and a missing token with a 401. Schemathesis's own command line runs it (its pytest plugin
+does not load under this pytest); bounded to a few examples per operation, well under a minute."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from delphi_jobs.config import Settings
+from tests.api_server import ApiServer
+from tests.pollers import command_env, run_command
+
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+SECRET = "schema-token-0123456789abcdef"
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "ignored_auth",
+)
+
+
+def test_api_conforms_to_its_schema(moto_settings: Settings, tmp_path: Path) -> None:
+    with ApiServer(moto_settings, token=f"ops:{SECRET}") as server:
+        done = run_command(
+            command_env() | {"SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"},
+            str(SCHEMATHESIS),
+            "run",
+            f"{server.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {SECRET}",
+            "--checks",
+            ",".join(CHECKS),
+            "--max-examples",
+            "6",
+            "--seed",
+            "13",
+            "--report-dir",
+            str(tmp_path),
+        )
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        assert server.events("api.request"), "schemathesis sent no request"
+        assert not server.events("api.internal_error"), server.output[-3000:]
