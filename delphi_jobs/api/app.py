@@ -302,7 +302,9 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         """Every field, decoded logs, results, progress, live output, history, linked parent/checker."""
         return respond(show(ctx, job_id))
 
-    def action(name: str, job_id: str, request: Request, reason: str | None, operator: str | None) -> Any:
+    def action(
+        name: str, job_id: str, request: Request, reason: str | None, operator: str | None
+    ) -> JSONResponse:
         result = act(ctx, name, job_id, by=by(request, operator), reason=reason)
         return respond(result, 202 if result.requested else 200)
 
@@ -319,7 +321,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         operator: OperatorName = None,
     ) -> JSONResponse:
         """Cancel: at once when PENDING or PAUSED (200), else the owner or checker is asked (202)."""
-        return action("cancel", job_id, request, reason, operator)  # type: ignore[no-any-return]
+        return action("cancel", job_id, request, reason, operator)
 
     def register_action(name: str, summary: str, requested: bool) -> None:
         def run(
@@ -328,7 +330,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
             body: Annotated[ActionBody | None, Body()] = None,
             operator: OperatorName = None,
         ) -> JSONResponse:
-            return action(name, job_id, request, body.reason if body else None, operator)  # type: ignore[no-any-return]
+            return action(name, job_id, request, body.reason if body else None, operator)
 
         run.__doc__ = summary
         app.post(
