@@ -80,7 +80,7 @@ def test_jobs_lifecycle_over_http(server: ApiServer, settings: Settings) -> None
 
     assert server.request("GET", f"/jobs/{job_id}", headers=AUTH).json()["summary"]["status"] == "PENDING"
     logs = server.request("GET", f"/jobs/{job_id}/logs", headers=AUTH).json()
-    assert [e["message"] for e in logs["entries"]] == ["Job created"] and logs["live_output"] == []
+    assert logs["entries"][0]["message"].startswith("Job created") and logs["live_output"] == []
 
     # The transitions, their statuses, and a refusal that says what is allowed (409).
     paused = server.request("POST", f"/jobs/{job_id}/pause", json={"reason": "deploying"}, headers=AS_ALICE)
