@@ -31,7 +31,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = ("/", "/favicon.ico")
+PUBLIC_PATHS = ("/",)
 PUBLIC_PREFIXES = ("/static/",)
 LOOPBACK_NAMES = ("localhost",)
 TOKEN_LABEL = "token_label"

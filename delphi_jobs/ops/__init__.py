@@ -1,5 +1,5 @@
-"""Operator actions, shared by every face of the operator tools: the ``delphi-jobs`` admin commands now,
-the HTTP API and the dashboard later (issue 13). One implementation serves all three.
+"""Operator actions, shared by every face of the operator tools: the ``delphi-jobs`` admin commands,
+the HTTP API and the dashboard (``delphi_jobs.api``). One implementation serves all three.
 
 Each action is a plain function that takes an ``OpsContext`` and returns a dataclass; nothing here
 prints, parses flags or knows about exit codes or HTTP statuses. Failures an operator can act on are
