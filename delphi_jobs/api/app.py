@@ -108,6 +108,21 @@ REQUESTED: dict[int | str, dict[str, Any]] = {
     202: {"model": ActionResult, "description": "requested: the job's owner carries it out"}
 }
 
+CREATED_LINKS = {
+    operation: {"operationId": operation, "parameters": {"job_id": "$response.body#/summary/job_id"}}
+    for operation in (
+        "get_job",
+        "get_job_logs",
+        "cancel_job",
+        "pause_job",
+        "resume_job",
+        "retry_job",
+        "reset_job",
+    )
+}
+"""OpenAPI links: what can be done with a created job (clients and Schemathesis's stateful runs follow
+them from POST /jobs to the job's own operations)."""
+
 JobId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
 OperatorName = Annotated[
     str | None,
@@ -272,8 +287,9 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         "/jobs",
         status_code=201,
         response_model=JobDetail,
-        responses=ERRORS,
+        responses={**ERRORS, 201: {"description": "the job, as stored", "links": CREATED_LINKS}},
         tags=["jobs"],
+        operation_id="create_job",
     )
     def create_job(job: JobCreate, request: Request, operator: OperatorName = None) -> JSONResponse:
         """A new PENDING job of the Polis server's record shape, ``created_by`` the operator."""
@@ -293,11 +309,23 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
             show(ctx, created.job_id), 201, {"Location": f"/jobs/{quote(created.job_id, safe='')}"}
         )
 
-    @app.get("/jobs/{job_id:path}/logs", response_model=JobLogs, responses=JOB_ERRORS, tags=["jobs"])
+    @app.get(
+        "/jobs/{job_id:path}/logs",
+        response_model=JobLogs,
+        responses=JOB_ERRORS,
+        tags=["jobs"],
+        operation_id="get_job_logs",
+    )
     def get_logs(job_id: JobId) -> JSONResponse:
         return respond(job_logs(ctx, job_id))
 
-    @app.get("/jobs/{job_id:path}", response_model=JobDetail, responses=JOB_ERRORS, tags=["jobs"])
+    @app.get(
+        "/jobs/{job_id:path}",
+        response_model=JobDetail,
+        responses=JOB_ERRORS,
+        tags=["jobs"],
+        operation_id="get_job",
+    )
     def get_job(job_id: JobId) -> JSONResponse:
         """Every field, decoded logs, results, progress, live output, history, linked parent/checker."""
         return respond(show(ctx, job_id))
@@ -310,6 +338,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
 
     @app.delete(
         "/jobs/{job_id:path}",
+        operation_id="cancel_job",
         response_model=ActionResult,
         responses={**ACTION_ERRORS, **REQUESTED},
         tags=["actions"],
@@ -350,6 +379,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
 
     @app.post(
         "/jobs/{job_id:path}/reset",
+        operation_id="reset_job",
         response_model=ActionResult,
         responses=ACTION_ERRORS,
         tags=["actions"],

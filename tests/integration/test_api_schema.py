@@ -2,16 +2,17 @@
 generated requests, valid and invalid, to every operation; no answer may be a server error or
 contradict the schema (status codes, content types, headers, bodies), invalid input must be refused
 with a 4xx and a missing token with a 401. Schemathesis's own command line runs it (its pytest plugin
-does not load under this pytest); bounded to a few examples per operation, well under a minute."""
+does not load under this pytest); bounded to a few examples per operation."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 from delphi_jobs.config import Settings
 from tests.api_server import ApiServer
-from tests.pollers import command_env, run_command
+from tests.pollers import command_env
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SECRET = "schema-token-0123456789abcdef"
@@ -28,8 +29,7 @@ CHECKS = (
 
 def test_api_conforms_to_its_schema(moto_settings: Settings, tmp_path: Path) -> None:
     with ApiServer(moto_settings, token=f"ops:{SECRET}") as server:
-        done = run_command(
-            command_env() | {"SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"},
+        argv = [
             str(SCHEMATHESIS),
             "run",
             f"{server.url}/openapi.json",
@@ -38,11 +38,21 @@ def test_api_conforms_to_its_schema(moto_settings: Settings, tmp_path: Path) -> 
             "--checks",
             ",".join(CHECKS),
             "--max-examples",
-            "6",
+            "5",
             "--seed",
             "13",
             "--report-dir",
             str(tmp_path),
+        ]
+        # Coverage, fuzzing, and stateful runs along the OpenAPI links from POST /jobs: 57-60 s measured
+        # on the 2-core machine at load 11-17; the timeout allows for worse.
+        done = subprocess.run(  # noqa: S603
+            argv,
+            env=command_env() | {"NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
         assert server.events("api.request"), "schemathesis sent no request"
