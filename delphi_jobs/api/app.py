@@ -87,6 +87,7 @@ _log = get_logger(component="api")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": description}
     for code, description in (
+        (400, "bad_host: no token is configured and the Host header names no loopback host"),
         (401, "no valid bearer token (when DELPHI_API_TOKEN is set)"),
         (413, "request body too large"),
         (422, "invalid input; error.field names it"),
