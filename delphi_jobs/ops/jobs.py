@@ -429,19 +429,15 @@ def job_logs(ctx: OpsContext, job_id: str) -> JobLogs:
 
 
 def live_output(job: Job) -> tuple[str, ...]:
-    """``live_output`` as lines, whichever way it is stored (a JSON list or ``{"lines": [...]}``, or
-    text): it is informative, so a shape this reader does not know shows as text, never fails."""
+    """``live_output`` (a JSON list of the last console lines, ``model.encode_live_output``) as lines;
+    it is informative only, so anything else a hand-made record holds there shows as text."""
     raw = job.item.get("live_output")
     if raw is None or raw == "":
         return ()
-    value: Any = raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            return tuple(raw.splitlines())
-    if isinstance(value, Mapping):
-        value = value.get("lines", value)
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        value = raw
     if isinstance(value, list):
         return tuple(str(line) for line in value)
     return tuple(str(value).splitlines())

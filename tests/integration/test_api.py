@@ -4,7 +4,6 @@ security gate (token, Host, body size, refusing an unsafe bind) and a token that
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records as records
 from delphi_jobs.devtools.tcp_proxy import TcpProxy
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.model import encode_json, format_timestamp, utcnow
+from delphi_jobs.model import Activity, Progress, format_timestamp, utcnow
 from delphi_jobs.reports import NarrativeReportStore, ReportSection
 from delphi_jobs.tables import ensure_tables, table_specs
 from tests.api_server import ApiServer
@@ -321,8 +320,9 @@ def test_live_output_and_progress_are_shown(open_server: ApiServer) -> None:
     record = records.server_full_pipeline(
         3,
         status="PROCESSING",
-        progress=encode_json({"current_step": 1, "total_steps": 3, "percent": 33, "message": "PCA"}),
-        live_output=json.dumps(["line one", "line two"]),
+        **Activity(Progress(1, 3, 33.0, "reducing", "PCA"), ("line one", "line two")).attributes(
+            "2026-11-29T00:00:00.000Z"
+        ),
     )
     records.put_raw(make_client(settings), settings.jobs_table, record)
     detail = open_server.request("GET", f"/jobs/{record['job_id']}").json()

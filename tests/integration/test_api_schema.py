@@ -49,6 +49,7 @@ def test_api_conforms_to_its_schema(moto_settings: Settings, tmp_path: Path) -> 
         done = subprocess.run(  # noqa: S603
             argv,
             env=command_env() | {"NO_COLOR": "1"},
+            cwd=tmp_path,  # its cache of crashes stays out of the checkout: every run starts afresh
             capture_output=True,
             text=True,
             timeout=300,

@@ -23,7 +23,7 @@ import pytest
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records as records
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.model import encode_json, format_timestamp, utcnow
+from delphi_jobs.model import Activity, Progress, encode_json, format_timestamp, utcnow
 from delphi_jobs.reports import NarrativeReportStore, ReportSection
 from tests.api_server import ApiServer
 
@@ -91,17 +91,10 @@ def seed(settings: Settings, server: ApiServer) -> dict[str, str]:
         worker_id="poller-a1:4242",
         started_at=format_timestamp(now - timedelta(minutes=7)),
         lock_expires_at=format_timestamp(now + timedelta(minutes=5)),
-        progress=encode_json(
-            {
-                "current_step": 2,
-                "total_steps": 3,
-                "percent": 66,
-                "message": "UMAP: embedding 1,284 participants",
-            }
-        ),
-        live_output=encode_json(
-            ["[PCA] 1284 participants x 60 comments", "[UMAP] n_neighbors=15", "[UMAP] epoch 120/200"]
-        ),
+        **Activity(
+            Progress(2, 3, 66.0, "embedding 1,284 participants", "UMAP"),
+            ("[PCA] 1284 participants x 60 comments", "[UMAP] n_neighbors=15", "[UMAP] epoch 120/200"),
+        ).attributes(format_timestamp(now)),
     )
     failed = records.server_full_pipeline(
         2208,
@@ -244,7 +237,8 @@ def test_dashboard_in_a_browser(browser: Any, moto_settings: Settings, tmp_path:
         # A running job: progress bar, live output, and its live refresh picks up a change made elsewhere.
         page.goto(f"{server.url}/#/jobs/{jobs['running']}")
         expect(page.locator("#progress-bar")).to_have_attribute("value", "66")
-        expect(page.locator("#progress-message")).to_have_text("UMAP: embedding 1,284 participants")
+        expect(page.locator("#progress-message")).to_have_text("embedding 1,284 participants")
+        expect(page.locator("#progress")).to_contain_text("step 2 of 3: UMAP")
         expect(page.locator("#live-output")).to_contain_text("[UMAP] epoch 120/200")
         page.screenshot(path=str(shots / "job.png"), full_page=True)
         page.goto(f"{server.url}/#/jobs/{jobs['paused']}")

@@ -14,17 +14,13 @@ const ACTIONS = {
 
 function progressView(progress) {
   if (!progress || Object.keys(progress).length === 0) return null;
-  // {current_step, total_steps, percent, message, is_paused}; older pollers wrote {stage, fraction, message}.
-  let percent = progress.percent === undefined || progress.percent === null ? NaN : Number(progress.percent);
-  if (!Number.isFinite(percent) && progress.fraction !== undefined && progress.fraction !== null) {
-    percent = Number(progress.fraction) * 100;
-  }
-  const step =
+  // {current_step, total_steps, percent, message, step, is_paused}, as the poller writes it.
+  const percent = progress.percent === undefined || progress.percent === null ? NaN : Number(progress.percent);
+  const counted =
     progress.total_steps !== undefined && progress.total_steps !== null
       ? `step ${progress.current_step ?? "?"} of ${progress.total_steps}`
-      : progress.stage
-        ? String(progress.stage)
-        : null;
+      : null;
+  const step = [counted, progress.step ? String(progress.step) : null].filter(Boolean).join(": ") || null;
   return h(
     "section",
     { class: "panel", id: "progress" },
