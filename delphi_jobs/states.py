@@ -146,6 +146,8 @@ class InvalidStateError(Exception):
         self.name = name
         self.current = current
         self.target = target
+        self.why = why
+        """Why, when the table alone does not say (a setting forbids the transition)."""
 
 
 def transition(name: str, current: str, target: str) -> Transition:

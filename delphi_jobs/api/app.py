@@ -15,7 +15,7 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import Body, FastAPI, Header, Query, Request
@@ -26,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 
 from delphi_jobs.api.errors import (
@@ -124,6 +125,22 @@ CREATED_LINKS = {
 """OpenAPI links: what can be done with a created job (clients and Schemathesis's stateful runs follow
 them from POST /jobs to the job's own operations)."""
 
+
+class Segment(Convertor[str]):
+    """One path segment as ``SegmentPaths`` leaves it: a whole job or report id, ``/`` and ``%``
+    included (they arrive percent-encoded and stay so until here)."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("segment", Segment())
+
 JobId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
 OperatorName = Annotated[
     str | None,
@@ -213,6 +230,7 @@ def create_app(settings: Settings, ctx: OpsContext | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _openapi(app, secured=bool(settings.api_tokens))
     app.add_middleware(Gate, tokens=settings.api_tokens, max_body=settings.api_max_body_bytes)
+    app.add_middleware(SegmentPaths)  # outside the gate: it judges the path the router will route
     app.add_middleware(AccessLog)
     return app
 
@@ -234,9 +252,9 @@ def _handlers(app: FastAPI) -> None:
 
 
 def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
-    """Job ids are matched as ``path`` so that an id holding ``/`` (hand-made records may) can be
-    addressed, percent-encoded; the routes with a suffix (``/logs``, the actions) are declared before
-    the bare ``/jobs/{job_id}`` so they match first."""
+    """Job and report ids are one path segment each (``Segment``): an id holding ``/`` (hand-made
+    records may) is addressed percent-encoded, and ``/jobs/x%2Flogs`` is job ``x/logs``, never the
+    logs of job ``x``."""
 
     def by(request: Request, named: str | None) -> str:
         return acting_operator(getattr(request.state, TOKEN_LABEL, None), named)
@@ -311,7 +329,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         )
 
     @app.get(
-        "/jobs/{job_id:path}/logs",
+        "/jobs/{job_id:segment}/logs",
         response_model=JobLogs,
         responses=JOB_ERRORS,
         tags=["jobs"],
@@ -321,7 +339,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         return respond(job_logs(ctx, job_id))
 
     @app.get(
-        "/jobs/{job_id:path}",
+        "/jobs/{job_id:segment}",
         response_model=JobDetail,
         responses=JOB_ERRORS,
         tags=["jobs"],
@@ -338,7 +356,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         return respond(result, 202 if result.requested else 200)
 
     @app.delete(
-        "/jobs/{job_id:path}",
+        "/jobs/{job_id:segment}",
         operation_id="cancel_job",
         response_model=ActionResult,
         responses={**ACTION_ERRORS, **REQUESTED},
@@ -364,7 +382,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
 
         run.__doc__ = summary
         app.post(
-            f"/jobs/{{job_id:path}}/{name}",
+            f"/jobs/{{job_id:segment}}/{name}",
             response_model=ActionResult,
             responses={**ACTION_ERRORS, **(REQUESTED if requested else {})},
             tags=["actions"],
@@ -379,7 +397,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
     register_action("resume", "A PAUSED job goes back to the status it was paused from.", False)
 
     @app.post(
-        "/jobs/{job_id:path}/reset",
+        "/jobs/{job_id:segment}/reset",
         operation_id="reset_job",
         response_model=ActionResult,
         responses=ACTION_ERRORS,
@@ -405,7 +423,7 @@ def _routes(app: FastAPI, ctx: OpsContext, cached_stats: StatsCache) -> None:
         return respond(result)
 
     @app.get(
-        "/reports/{report_id:path}", response_model=ReportView, responses=REPORT_ERRORS, tags=["reports"]
+        "/reports/{report_id:segment}", response_model=ReportView, responses=REPORT_ERRORS, tags=["reports"]
     )
     def get_report(
         report_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)],
@@ -444,6 +462,25 @@ SECURITY_HEADERS = [
         b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     ),
 ]
+
+
+class SegmentPaths:
+    """The path to route, decoded one segment at a time from the path as sent (``raw_path``).
+
+    The server hands the application a path with every escape decoded, ``%2F`` included, so an id
+    holding ``/`` would be split in two and could name another route (``/jobs/x%2Flogs`` would be the
+    logs of job ``x``). Here each segment is decoded on its own and a ``/`` or ``%`` inside it stays
+    escaped, for ``Segment`` to decode once the route is chosen."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and isinstance(raw, bytes):
+            decoded = (unquote_to_bytes(segment).decode("utf-8", "replace") for segment in raw.split(b"/"))
+            scope["path"] = "/".join(segment.replace("%", "%25").replace("/", "%2F") for segment in decoded)
+        await self._app(scope, receive, send)
 
 
 class AccessLog:

@@ -59,9 +59,12 @@ class Refused(OpsError):
         self.allowed = allowed
 
     @classmethod
-    def in_state(cls, message: str, status: str, hint: str | None = None) -> Refused:
-        """Refused for a job in ``status``: the allowed actions come from the state table."""
-        allowed = operator_actions(status)
+    def in_state(
+        cls, message: str, status: str, hint: str | None = None, *, refused: str | None = None
+    ) -> Refused:
+        """Refused for a job in ``status``: the allowed actions come from the state table, less the
+        ``refused`` one (the table allows pausing a PENDING job; DELPHI_LEGACY_STATUSES does not)."""
+        allowed = tuple(name for name in operator_actions(status) if name != refused)
         default = f"allowed now: {', '.join(allowed)}" if allowed else "nothing can be done to it now"
         return cls(message, status=status, allowed=allowed, hint=hint or default)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 """Polis report ids are short and alphanumeric; the narrative job's id and its sections' custom_ids
 are built from them, so nothing else is accepted."""
 
+MAX_CONFIG_DEPTH = 16
+"""The settings the Polis server writes nest three levels; deeper is a mistake or an attack (a config
+nested hundreds deep is stored, and then fails every reader that recurses through it)."""
+
 PAGE_SIZE = 100
 MAX_EXAMINED = 2000
 """A filtered listing reads at most this many records before handing back a cursor."""
@@ -78,6 +83,8 @@ def submit(ctx: OpsContext, request: SubmitRequest) -> JobSummary:
         raise Invalid(
             "timeout", f"must be 1 to {MAX_TIMEOUT_SECONDS} seconds (7 days), got {request.timeout_seconds}"
         )
+    if request.config is not None:
+        check_config(request.config)
     now = ctx.clock()
     shape: dict[str, Any] = {"now": now, "settings": request.config}
     if request.priority is not None:
@@ -103,12 +110,37 @@ def submit(ctx: OpsContext, request: SubmitRequest) -> JobSummary:
     return summarize(job, now)
 
 
+def check_config(config: Mapping[str, Any]) -> None:
+    """Settings every reader of the record can decode: JSON has no NaN or Infinity (Python's parser
+    accepts them, the Polis server's does not), a lone surrogate has no UTF-8 form (DynamoDB refuses the
+    write), and a config nested deeper than ``MAX_CONFIG_DEPTH`` is refused before it is stored."""
+    pending: list[tuple[Any, int]] = [(config, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, Mapping | list):
+            if depth > MAX_CONFIG_DEPTH:
+                raise Invalid("config", f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+            inner = [*value, *value.values()] if isinstance(value, Mapping) else value  # keys are text too
+            pending += [(item, depth + 1) for item in inner]
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise Invalid("config", f"{value} is not a JSON number")
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Invalid("config", "holds text that is not valid Unicode (a lone surrogate)") from None
+
+
 def parse_config(text: str) -> dict[str, Any]:
-    """``--config`` / a request body's config: a JSON object, named in the error when it is not."""
+    """``--config``: a JSON object, named in the error when it is not (``submit`` checks the rest)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Invalid("config", f"not JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise Invalid("config", f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise Invalid("config", f"not usable JSON ({exc})") from None
     if not isinstance(value, dict):
         raise Invalid("config", f"must be a JSON object, got {type(value).__name__}")
     return value
@@ -475,8 +507,9 @@ def act(ctx: OpsContext, action: str, job_id: str, *, by: str, reason: str | Non
     except JobChanging as exc:
         raise Busy(str(exc)) from None
     except InvalidStateError as exc:
-        message = f"cannot {action} job {job_id}: it is {exc.current or '(no status)'}"
-        raise Refused.in_state(message, exc.current) from None
+        why = exc.why or f"it is {exc.current or '(no status)'}"
+        message = f"cannot {action} job {job_id}: {why}"
+        raise Refused.in_state(message, exc.current, refused=action) from None
     if result.requested:
         message = f"{action} requested: the job is {result.status}; its owner carries it out"
     else:

@@ -6,12 +6,16 @@ table, ``--json`` and the HTTP API all say the same thing about the same record.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
+
+from boto3.dynamodb.types import Binary
 
 from delphi_jobs.model import (
     Job,
@@ -97,7 +101,15 @@ def decoded_attributes(job: Job) -> dict[str, Any]:
 
 def jsonable(value: Any) -> Any:
     """Results -> JSON values: dataclasses as objects, times as the Polis server writes them,
-    DynamoDB numbers as ints where whole."""
+    DynamoDB numbers as ints where whole. What a hand-made record may hold and JSON cannot carry is
+    shown, not refused: binary attributes as base64 text, a NaN or infinity (which Python's JSON parser
+    accepts in a job's JSON fields) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Binary):
+        value = value.value  # type: ignore[attr-defined]  # boto3-stubs leave out Binary.value
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):

@@ -4,17 +4,22 @@ security gate (token, Host, body size, refusing an unsafe bind) and a token that
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
+from boto3.dynamodb.types import Binary
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records as records
 from delphi_jobs.devtools.tcp_proxy import TcpProxy
 from delphi_jobs.dynamo import make_client
 from delphi_jobs.model import Activity, Progress, format_timestamp, utcnow
+from delphi_jobs.ops.jobs import MAX_CONFIG_DEPTH
 from delphi_jobs.reports import NarrativeReportStore, ReportSection
 from delphi_jobs.tables import ensure_tables, table_specs
 from tests.api_server import ApiServer
@@ -33,6 +38,14 @@ def error_of(answer: requests.Response, status: int, code: str) -> dict[str, Any
     assert error["code"] == code, error
     assert {"code", "message", "hint", "retryable"} <= set(error)
     return error
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A config ``depth`` objects deep."""
+    config: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        config = {"a": config}
+    return config
 
 
 @pytest.fixture
@@ -116,6 +129,19 @@ def test_jobs_lifecycle_over_http(server: ApiServer, settings: Settings) -> None
         records.put_raw(client, settings.jobs_table, record)
     retried = server.request("POST", f"/jobs/{failed['job_id']}/retry", headers=AUTH)
     assert (retried.status_code, retried.json()["status"]) == (200, "PENDING")
+    # Main's pause semantics: a running job is asked (202) and pauses at its next checkpoint; until
+    # then it is PROCESSING, so resuming it is refused with what is allowed.
+    pausing = server.request("POST", f"/jobs/{alive['job_id']}/pause", headers=AS_ALICE)
+    assert (pausing.status_code, pausing.json()["status"], pausing.json()["requested"]) == (
+        202,
+        "PROCESSING",
+        True,
+    )
+    asked = server.request("GET", f"/jobs/{alive['job_id']}", headers=AUTH).json()
+    assert asked["attributes"]["pause_requested"].endswith("(requested by alice via ops)")
+    resuming = server.request("POST", f"/jobs/{alive['job_id']}/resume", headers=AUTH)
+    not_paused = error_of(resuming, 409, "refused")
+    assert (not_paused["status"], not_paused["allowed"]) == ("PROCESSING", ["cancel", "pause", "reset"])
     requested = server.request("DELETE", f"/jobs/{alive['job_id']}", headers=AUTH)
     assert (requested.status_code, requested.json()["requested"]) == (202, True)
     live = error_of(server.request("POST", f"/jobs/{alive['job_id']}/reset", headers=AUTH), 409, "refused")
@@ -214,18 +240,61 @@ def test_listing_filters_and_cursor_pages(server: ApiServer, settings: Settings)
         ("GET", "/jobs?limit=0", None, "limit"),
         ("GET", "/jobs?status=DONE", None, "status"),
         ("GET", "/jobs?created_after=yesterday", None, "created_after"),
+        # Settings no reader could decode are refused before anything is stored (they were stored, and
+        # then the answer was a 500): JSON has no NaN or Infinity, a lone surrogate no UTF-8 form.
+        ("POST", "/jobs", '{"zid": 1, "config": {"x": NaN}}', "config"),
+        ("POST", "/jobs", '{"zid": 1, "config": {"x": 1e400}}', "config"),
+        ("POST", "/jobs", '{"zid": 1, "config": {"x": "\\ud800"}}', "config"),
+        ("POST", "/jobs", {"zid": 1, "config": nested(MAX_CONFIG_DEPTH + 1)}, "config"),
+        ("POST", "/jobs", '{"zid": 1, "config": ' + "[" * 5000 + "]" * 5000 + "}", "body"),
+        ("POST", "/jobs", b'{"zid": 1, "config": {"x": "\xff"}}', "body"),
+        ("POST", "/jobs", '{"zid": 1, "config": {', "body"),
     ],
 )
 def test_invalid_input_names_the_field(
     open_server: ApiServer, method: str, path: str, body: Any, field: str
 ) -> None:
-    error = error_of(open_server.request(method, path, json=body), 422, "invalid")
+    if isinstance(body, str | bytes):
+        sent = {"data": body, "headers": {"Content-Type": "application/json"}}
+    else:
+        sent = {"json": body}
+    error = error_of(open_server.request(method, path, **sent), 422, "invalid")
     assert error["field"] == field and error["message"].startswith(field), error
+    assert open_server.request("GET", "/jobs", params={"conversation": "1"}).json()["jobs"] == []
+
+
+def test_deepest_config_allowed(open_server: ApiServer) -> None:
+    created = open_server.request("POST", "/jobs", json={"zid": 2, "config": nested(MAX_CONFIG_DEPTH)})
+    assert created.status_code == 201, created.text
+
+
+def test_ids_are_one_path_segment(open_server: ApiServer) -> None:
+    """An id holding "/" or "%" is addressed percent-encoded; "x%2Flogs" is the job "x/logs", never
+    the logs of job "x" (the server decodes %2F before routing: the API routes on the path as sent)."""
+    settings = open_server.settings
+    client = make_client(settings)
+    for job_id in ("seg", "seg/logs", "seg/pause", "50%2F", "a b?c#d"):
+        records.put_raw(client, settings.jobs_table, records.hand_made(job_id, 11, job_type="FULL_PIPELINE"))
+    for job_id in ("seg/logs", "seg/pause", "50%2F", "a b?c#d"):
+        path = f"/jobs/{quote(job_id, safe='')}"
+        assert open_server.request("GET", path).json()["summary"]["job_id"] == job_id
+        assert open_server.request("GET", path + "/logs").json()["job_id"] == job_id
+    paused = open_server.request("POST", f"/jobs/{quote('seg/pause', safe='')}/pause").json()
+    assert (paused["job_id"], paused["status"]) == ("seg/pause", "PAUSED")
+    error_of(open_server.request("POST", f"/jobs/{quote('seg/pause', safe='')}"), 405, "method_not_allowed")
+    assert open_server.request("GET", "/jobs/seg").json()["summary"]["status"] == "PENDING"  # untouched
+    assert open_server.request("GET", "/jobs/seg/logs").json()["job_id"] == "seg"
+    error_of(open_server.request("GET", "/jobs/seg/x/logs"), 404, "not_found")  # "/" unencoded: no route
 
 
 def test_errors_of_every_kind(moto_settings: Settings) -> None:
     settings = moto_settings
-    with ApiServer(settings, token=f"ops:{SECRET}") as server:
+    with ApiServer(settings, token=f"ops:{SECRET}", DELPHI_LEGACY_STATUSES="1") as server:
+        # 409 for a reason the state table does not give: the setting says it, and the refused action
+        # is not among those allowed
+        job = server.request("POST", "/jobs", json={"zid": 1}, headers=AUTH).json()["summary"]["job_id"]
+        legacy = error_of(server.request("POST", f"/jobs/{job}/pause", headers=AUTH), 409, "refused")
+        assert "DELPHI_LEGACY_STATUSES" in legacy["message"] and legacy["allowed"] == ["cancel"]
         # 404: unknown job (each job route), unknown report or run, unknown route
         for method, path in (
             ("GET", "/jobs/nope"),
@@ -326,6 +395,44 @@ def test_live_output_and_progress_are_shown(open_server: ApiServer) -> None:
     )
     records.put_raw(make_client(settings), settings.jobs_table, record)
     detail = open_server.request("GET", f"/jobs/{record['job_id']}").json()
-    assert detail["progress"]["percent"] == 33 and detail["live_output"] == ["line one", "line two"]
+    assert detail["progress"] == {
+        "current_step": 1,
+        "total_steps": 3,
+        "percent": 33,
+        "message": "reducing",
+        "step": "PCA",
+        "is_paused": False,
+        "updated_at": "2026-11-29T00:00:00.000Z",
+    }
+    assert detail["live_output"] == ["line one", "line two"]
     logs = open_server.request("GET", f"/jobs/{record['job_id']}/logs").json()
     assert logs["live_output"] == ["line one", "line two"]
+
+
+def test_values_json_cannot_carry_are_shown(open_server: ApiServer) -> None:
+    """A hand-made record may hold binary attributes, and NaN or Infinity in its JSON fields (Python's
+    parser accepts them): the job is shown (binary as base64, non-numbers as null), not a 500."""
+    settings = open_server.settings
+    record = records.hand_made(
+        "odd-values",
+        12,
+        job_type="FULL_PIPELINE",
+        blob=Binary(b"\x00\xff"),
+        blobs={Binary(b"a")},
+        numbers={Decimal("1.5")},
+        progress='{"percent": NaN, "total_steps": 2}',
+        job_config='{"x": Infinity}',
+        job_results='{"y": -1e400}',
+    )
+    records.put_raw(make_client(settings), settings.jobs_table, record)
+    detail = open_server.request("GET", "/jobs/odd-values")
+    assert detail.status_code == 200, detail.text
+    shown = detail.json()
+    assert shown["attributes"]["blob"] == base64.b64encode(b"\x00\xff").decode()
+    assert shown["attributes"]["blobs"] == [base64.b64encode(b"a").decode()]
+    assert shown["attributes"]["numbers"] == [1.5]
+    assert (shown["progress"], shown["config"], shown["results"]) == (
+        {"percent": None, "total_steps": 2},
+        {"x": None},
+        {"y": None},
+    )

@@ -16,10 +16,8 @@ function progressView(progress) {
   if (!progress || Object.keys(progress).length === 0) return null;
   // {current_step, total_steps, percent, message, step, is_paused}, as the poller writes it.
   const percent = progress.percent === undefined || progress.percent === null ? NaN : Number(progress.percent);
-  const counted =
-    progress.total_steps !== undefined && progress.total_steps !== null
-      ? `step ${progress.current_step ?? "?"} of ${progress.total_steps}`
-      : null;
+  // total_steps is 0 until a job knows its steps: then there is no "step x of y" to show.
+  const counted = Number(progress.total_steps) > 0 ? `step ${progress.current_step ?? "?"} of ${progress.total_steps}` : null;
   const step = [counted, progress.step ? String(progress.step) : null].filter(Boolean).join(": ") || null;
   return h(
     "section",
