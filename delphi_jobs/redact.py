@@ -6,7 +6,8 @@ carry either. So every sink scrubs text just before writing it: job log lines (s
 structured log events (tracebacks included), ``error_message`` and ``job_results``. Two layers:
 
 - the exact secret values this process knows, registered from its Settings: the Anthropic key, the
-  database URL and its password, raw and percent-decoded, found even in a URL that does not parse;
+  database URL and its password, raw and percent-decoded, found even in a URL that does not parse,
+  and the HTTP API's tokens;
 - patterns that are secret wherever they come from: the password of ``scheme://user:password@host``,
   ``password=...`` pairs of a libpq conninfo string, Anthropic keys (``sk-ant-...``).
 """
@@ -56,7 +57,12 @@ def remember(*values: str | None) -> None:
 
 
 def remember_settings(settings: Settings) -> None:
-    remember(settings.anthropic_api_key, settings.database_url, *url_secrets(settings.database_url))
+    remember(
+        settings.anthropic_api_key,
+        settings.database_url,
+        *url_secrets(settings.database_url),
+        *(token.secret for token in settings.api_tokens),  # a client may paste one into a reason
+    )
 
 
 def scrub(text: str) -> str:

@@ -336,7 +336,10 @@ def test_errors_of_every_kind(moto_settings: Settings) -> None:
         )
         assert error_of(bad_name, 422, "invalid")["field"] == "X-Delphi-Operator"
 
-        # The token (right or wrong) never reaches the log.
+        # The token (right or wrong) never reaches the log, not even pasted into a reason, which the
+        # job's log events carry.
+        pasted = server.request("DELETE", f"/jobs/{job}", params={"reason": f"token {SECRET}"}, headers=AUTH)
+        assert pasted.status_code == 200 and server.events("job.cancelled")
         assert server.lines and SECRET not in server.output and "wrong-token" not in server.output
         assert server.events("api.request")
 
