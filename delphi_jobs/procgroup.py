@@ -1,17 +1,22 @@
 """Run a command as a supervised process group: live output lines, wall-clock timeout, stop on demand.
 
-The group is stopped as a whole (SIGTERM, grace, SIGKILL) on timeout, on cancellation and after the
-command exits (stragglers that kept a pipe open), so no grandchild survives its job. The child guard's
-report says how the command ended (its own exit code, or a signal nobody here sent) and whether its whole
-tree is proven gone.
+The command is started by this process's child guard (``childguard.py``: one long-lived process per
+poller, started with the first run), which stops the run's whole tree (SIGTERM, grace, SIGKILL) on
+timeout, on cancellation and after the command exits (stragglers that kept a pipe open), so no
+grandchild survives its job. Its report says how the command ended (its own exit code, or a signal
+nobody here sent) and whether the whole tree is proven gone. Waiting is a blocking ``select`` on the
+run's status pipe: a run ends the moment its report arrives, with no polling tick.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from delphi_jobs.childguard import GRACE_ENV
-
 GUARD_MARGIN = 5.0
+STOP_CHECK = 0.1
+"""How often a running command's caller is asked whether to stop (the wait itself ends at once)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class ProcessResult:
     killed_by: int | None = None
     """The signal that ended the command or its guard when we did not send it (e.g. the OOM killer)."""
     tree_gone: bool = False
-    """The guard proved every process below it gone (``process_exit_confirmed``)."""
+    """The guard proved every process of the run gone (``process_exit_confirmed``)."""
     started: bool = True
 
 
@@ -48,31 +53,83 @@ class _GuardReport:
     swept: bool = False
 
 
-def _read_report(fd: int) -> _GuardReport | None:
-    """The guard's first status line; None when it died without writing one (e.g. SIGKILL)."""
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    os.close(fd)
-    lines = b"".join(chunks).decode(errors="replace").splitlines()
-    try:
-        fields = json.loads(lines[0]) if lines else None
-        return _GuardReport(**fields) if isinstance(fields, dict) else None
-    except (ValueError, TypeError):
-        return None
+class _Guard:
+    """This process's child guard and the socket to it; restarted if it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+        self._runs = itertools.count(1)
+
+    def send(self, message: dict[str, object], fds: Sequence[int] = ()) -> None:
+        data = json.dumps(message).encode()
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            assert self._socket is not None
+            socket.send_fds(self._socket, [data], list(fds))
+
+    def next_run(self) -> str:
+        return f"{os.getpid()}-{next(self._runs)}"
+
+    def exit_signal(self) -> int | None:
+        """The signal that ended the guard, if it died of one."""
+        with self._lock:
+            code = self._process.poll() if self._process else None
+        return -code if code is not None and code < 0 else None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def keep() -> None:
+            # The guard's parent-death signal fires when the thread that started it ends: this thread
+            # lives exactly as long as the guard.
+            try:
+                self._process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell string
+                    [sys.executable, "-m", "delphi_jobs.childguard", str(os.getpid()), str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                theirs.close()
+                started.set()
+            self._process.wait()
+
+        threading.Thread(target=keep, name="childguard", daemon=True).start()
+        started.wait()
+        if failure:
+            ours.close()
+            raise failure[0]
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = ours
 
 
-def stop_group(pgid: int, grace: float, alive: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM to the group, wait up to ``grace`` for ``alive`` to exit, then SIGKILL the group."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while alive is not None and alive.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+_guard = _Guard()
+
+
+def _read_reports(data: bytes) -> tuple[int | None, _GuardReport | None]:
+    """The run's pid and final report from the guard's status lines (None for what never came)."""
+    pid: int | None = None
+    report: _GuardReport | None = None
+    for line in data.decode(errors="replace").splitlines():
+        try:
+            fields = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(fields, dict) and set(fields) == {"pid"}:
+            pid = int(fields["pid"])
+        elif isinstance(fields, dict):
+            with contextlib.suppress(TypeError):
+                report = _GuardReport(**fields)
+    return pid, report
 
 
 def _pump(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
@@ -92,57 +149,61 @@ def run_group(
     grace: float = 10.0,
     cwd: str | None = None,
 ) -> ProcessResult:
-    """Run ``argv`` under the child guard (in ``cwd``); returns when the group is gone."""
+    """Run ``argv`` through the child guard (in ``cwd``); returns when the run's whole tree is gone."""
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     status_read, status_write = os.pipe()
-    guard = [sys.executable, "-m", "delphi_jobs.childguard", str(os.getpid()), str(status_write), "--", *argv]
+    run_id = _guard.next_run()
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell string
-            guard,
-            env={**env, GRACE_ENV: str(grace)},
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            pass_fds=(status_write,),
+        _guard.send(
+            {"op": "start", "run": run_id, "argv": list(argv), "env": dict(env), "cwd": cwd, "grace": grace},
+            (out_write, err_write, status_write),
         )
     except BaseException:
-        os.close(status_read)
+        for fd in (out_read, err_read, status_read):
+            os.close(fd)
         raise
     finally:
-        os.close(status_write)
-    assert proc.stdout is not None and proc.stderr is not None
+        for fd in (out_write, err_write, status_write):
+            os.close(fd)
     pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, on_stdout), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, on_stderr), daemon=True),
+        threading.Thread(target=_pump, args=(os.fdopen(out_read, "rb"), on_stdout), daemon=True),
+        threading.Thread(target=_pump, args=(os.fdopen(err_read, "rb"), on_stderr), daemon=True),
     ]
     for pump in pumps:
         pump.start()
     timed_out = stopped = False
-    while proc.poll() is None:
-        if time.monotonic() - started > timeout:
-            timed_out = True
-        elif should_stop():
-            stopped = True
-        if timed_out or stopped:
-            # The guard sweeps its whole tree within ``grace``; SIGKILL of its group is the fallback.
-            stop_group(proc.pid, grace + GUARD_MARGIN, proc)
-            proc.wait()
-            break
-        time.sleep(0.1)
-    stop_group(proc.pid, 0)  # whatever the command left behind in its group
+    give_up_at: float | None = None
+    status = b""
+    while True:
+        ready, _, _ = select.select([status_read], [], [], STOP_CHECK)
+        if ready:
+            chunk = os.read(status_read, 4096)
+            if not chunk:
+                break  # the guard closed the run's status pipe: the run is over
+            status += chunk
+            continue
+        now = time.monotonic()
+        if give_up_at is None and (now - started > timeout or should_stop()):
+            timed_out = now - started > timeout
+            stopped = not timed_out
+            _guard.send({"op": "stop", "run": run_id})
+            give_up_at = now + grace + GUARD_MARGIN
+        elif give_up_at is not None and now > give_up_at:
+            break  # the guard does not answer: stop the group ourselves below
+    os.close(status_read)
+    pid, report = _read_reports(status)
+    if report is None and pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the guard died: at least the run's own group goes
     for pump in pumps:
         pump.join(timeout=5)
     duration = time.monotonic() - started
-    report = _read_report(status_read)
     if timed_out or stopped:
         return ProcessResult(None, timed_out, stopped, duration, tree_gone=bool(report and report.swept))
     if report is None:  # the guard ended without a word (killed from outside?): the sweep is unproven
-        code = proc.returncode
-        return ProcessResult(
-            code if code >= 0 else None, False, False, duration, killed_by=-code if code < 0 else None
-        )
+        return ProcessResult(None, False, False, duration, killed_by=_guard.exit_signal() or signal.SIGKILL)
     return ProcessResult(
         report.exit,
         False,

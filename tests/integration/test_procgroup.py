@@ -4,7 +4,10 @@ death by a signal nobody here sent, and the guard's sweep is what ``process_exit
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 
 import pytest
 
@@ -58,3 +61,123 @@ def test_a_command_that_cannot_start() -> None:
         should_stop=lambda: False,
     )
     assert not result.started and result.exit_code == 127 and "cannot start" in lines[0]
+
+
+def guard_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+PARENT = "import os; print(os.getppid(), flush=True)"
+
+
+def test_one_guard_serves_every_run_of_a_process() -> None:
+    parents = {run(PARENT)[1][0] for _ in range(3)}
+    assert len(parents) == 1 and int(parents.pop()) != os.getpid()
+
+
+def test_concurrent_runs_keep_their_own_output_and_status() -> None:
+    results: dict[int, tuple[ProcessResult, list[str]]] = {}
+
+    def one(n: int) -> None:
+        results[n] = run(f"import sys; print('run {n}'); sys.exit({n})")
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {n: (r.exit_code, lines) for n, (r, lines) in results.items()} == {
+        n: (n, [f"run {n}"]) for n in range(8)
+    }
+
+
+ORPHAN = """
+import os, time
+if os.fork() == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        os.setsid()
+        time.sleep(60)
+    print(grandchild, flush=True)
+    os._exit(0)
+os.wait()
+time.sleep(60)
+"""
+"""Leaves a grandchild in a session of its own whose parent exited, then runs on."""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_orphan_is_swept_with_its_own_run_not_with_another() -> None:
+    """A grandchild whose parent exited (adopted by the guard) and that left its group with setsid
+    belongs to the run that started it: another run ending leaves it alone, its own run's end stops it."""
+    orphans: list[str] = []
+    release = threading.Event()
+    holder: list[ProcessResult] = []
+
+    def long_run() -> None:
+        holder.append(
+            run_group(
+                [sys.executable, "-c", ORPHAN],
+                env=dict(os.environ),
+                timeout=60,
+                on_stdout=orphans.append,
+                on_stderr=orphans.append,
+                should_stop=release.is_set,
+                grace=1,
+            )
+        )
+
+    thread = threading.Thread(target=long_run)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not orphans and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphan = int(orphans[0])
+    assert run("print('short')")[0].tree_gone
+    assert alive(orphan), "another run's end swept an orphan that is not its own"
+    release.set()
+    thread.join(30)
+    assert holder[0].stopped and holder[0].tree_gone and not alive(orphan)
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace() -> None:
+    started = time.monotonic()
+    result, _ = run(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)", timeout=0.5
+    )
+    assert result.timed_out and result.tree_gone and time.monotonic() - started < 10
+
+
+def test_a_dead_guard_is_replaced_and_its_run_reported_killed() -> None:
+    lines: list[str] = []
+    box: list[ProcessResult] = []
+    thread = threading.Thread(
+        target=lambda: box.append(
+            run_group(
+                [sys.executable, "-c", PARENT + "; import time; time.sleep(60)"],
+                env=dict(os.environ),
+                timeout=60,
+                on_stdout=lines.append,
+                on_stderr=lines.append,
+                should_stop=lambda: False,
+                grace=1,
+            )
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    guard = int(lines[0])
+    os.kill(guard, signal.SIGKILL)
+    thread.join(30)
+    assert box[0].killed_by is not None and box[0].exit_code is None and not box[0].tree_gone
+    assert int(run(PARENT)[1][0]) != guard, "a new guard serves the next run"
