@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import anthropic
-
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
@@ -110,11 +108,15 @@ class BatchClient:
     def __init__(
         self, api_key: str, base_url: str | None = None, *, timeout: float = 60.0, max_retries: int = 2
     ) -> None:
+        import anthropic  # the SDK and pydantic weigh ~50 MB: loaded by the first narrative job, not at start
+
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import anthropic
+
         try:
             return fn(*args, **kwargs)
         except anthropic.APIStatusError as exc:
@@ -164,6 +166,8 @@ class BatchClient:
 
     def results(self, batch_id: str) -> Iterator[ResultLine]:
         """Stream and parse the results; the response is closed however the caller stops."""
+        import anthropic
+
         streaming = self._client.messages.batches.with_streaming_response
         try:
             with streaming.results(batch_id) as response:
