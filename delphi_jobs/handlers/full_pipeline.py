@@ -136,7 +136,12 @@ class FullPipelineHandler:
         zid = job.zid()
         report_id = job.effective_report_id
         if template:
-            values = {"zid": str(zid), "report_id": report_id or "", "job_id": job.job_id, "app": app_path}
+            values = {
+                "zid": str(zid),
+                "report_id": report_id or str(zid),
+                "job_id": job.job_id,
+                "app": app_path,
+            }
             # One pass over the template: a value that itself contains "{job_id}" (a report_id is
             # whatever the producer wrote) is inserted as it is, never expanded again.
             return [

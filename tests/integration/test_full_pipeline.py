@@ -44,6 +44,12 @@ def test_no_report_id_means_no_rid_flag() -> None:
     assert not any(a.startswith("--rid") for a in argv)
 
 
+def test_a_template_report_id_is_the_zid_when_the_job_has_none() -> None:
+    record = producer_records.server_full_pipeline(36)
+    argv = FullPipelineHandler().command(Job.from_item(record), "/app", "run --rid {report_id}")
+    assert argv == ["run", "--rid", "36"]
+
+
 def test_template_is_split_like_a_shell_and_never_run_by_one() -> None:
     template = "python -m delphi_jobs pipeline --zid {zid} --rid {report_id} --note 'job {job_id}; rm -rf /'"
     argv = FullPipelineHandler().command(job(job_id="j-1"), "/app", template)
