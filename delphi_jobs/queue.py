@@ -1006,7 +1006,10 @@ class JobQueue:
         }
         if target == Status.FAILED:
             body = {"result_type": "FAILURE", "completed_at": stamp, "error": message, "reset_by": by}
-            values.update({"completed_at": stamp, "job_results": encode_json(body)})
+            # Nothing proved the old owner's processes gone (it may still run on a lost host).
+            values.update(
+                {"completed_at": stamp, "job_results": encode_json(body), "process_exit_confirmed": False}
+            )
         else:
             values.update({"started_at": "", "run_after": None})
         if isinstance(self._store.update(job.job_id, Change(set=values, when=tuple(when))), Lost):

@@ -189,6 +189,7 @@ def test_reset_stuck_takes_only_expired_leases_unless_forced(ctx: OpsContext) ->
         "reason": "reset: host died",
     }
     assert "reset to FAILED by alice" in item["error_message"] and "lock_expires_at" not in item
+    assert item["process_exit_confirmed"] is False, "nothing proved the old owner's processes gone"
     assert raw(ctx, live) == before[live]
 
     forced = reset_stuck(
