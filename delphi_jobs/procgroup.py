@@ -54,41 +54,50 @@ class _GuardReport:
 
 
 class _Guard:
-    """This process's child guard and the socket to it; restarted if it died."""
+    """This process's child guard and the socket to it; replaced when it died."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
+        self._gone = threading.Event()
+        self._gone.set()
+        self._exit_code: int | None = None
         self._runs = itertools.count(1)
 
     def send(self, message: dict[str, object], fds: Sequence[int] = ()) -> None:
         data = json.dumps(message).encode()
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._start()
-            assert self._socket is not None
-            socket.send_fds(self._socket, [data], list(fds))
+            for attempt in (1, 2):
+                if self._gone.is_set() or self._socket is None:
+                    self._start()
+                assert self._socket is not None
+                try:
+                    socket.send_fds(self._socket, [data], list(fds))
+                    return
+                except (BrokenPipeError, ConnectionResetError):
+                    if attempt == 2 or message["op"] != "start":
+                        raise
+                    self._gone.set()  # it died since the last run: a new one takes this run
 
     def next_run(self) -> str:
         return f"{os.getpid()}-{next(self._runs)}"
 
     def exit_signal(self) -> int | None:
         """The signal that ended the guard, if it died of one."""
-        with self._lock:
-            code = self._process.poll() if self._process else None
+        code = self._exit_code if self._gone.is_set() else None
         return -code if code is not None and code < 0 else None
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         started = threading.Event()
+        gone = threading.Event()
         failure: list[BaseException] = []
 
         def keep() -> None:
             # The guard's parent-death signal fires when the thread that started it ends: this thread
             # lives exactly as long as the guard.
             try:
-                self._process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell string
+                process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell string
                     [sys.executable, "-m", "delphi_jobs.childguard", str(os.getpid()), str(theirs.fileno())],
                     stdin=subprocess.DEVNULL,
                     pass_fds=(theirs.fileno(),),
@@ -96,11 +105,13 @@ class _Guard:
                 )
             except BaseException as exc:
                 failure.append(exc)
+                gone.set()
                 return
             finally:
                 theirs.close()
                 started.set()
-            self._process.wait()
+            self._exit_code = process.wait()
+            gone.set()
 
         threading.Thread(target=keep, name="childguard", daemon=True).start()
         started.wait()
@@ -109,7 +120,7 @@ class _Guard:
             raise failure[0]
         if self._socket is not None:
             self._socket.close()
-        self._socket = ours
+        self._socket, self._gone = ours, gone
 
 
 _guard = _Guard()
