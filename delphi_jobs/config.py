@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from delphi_jobs import redact
+from delphi_jobs import faults, redact
 
 JOBS_TABLE = "Delphi_JobQueue"
 REPORTS_TABLE = "Delphi_NarrativeReports"
@@ -192,6 +192,8 @@ class Settings:
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
     """Bearer tokens of ``serve``; none: no token asked, and only a loopback address may be bound."""
     api_max_body_bytes: int = 65536
+    fault: str | None = None
+    """``DELPHI_FAULT``: crash points armed for the chaos tests (faults.py); never set in production."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -235,6 +237,7 @@ class Settings:
             api_port=_int(env, "DELPHI_API_PORT", 8080),
             api_tokens=parse_api_tokens(env.get("DELPHI_API_TOKEN", "")),
             api_max_body_bytes=_int(env, "DELPHI_API_MAX_BODY_BYTES", 65536),
+            fault=env.get("DELPHI_FAULT", "").strip() or None,
         )
         settings = settings.with_overrides(**overrides)
         settings.validate()
@@ -273,6 +276,11 @@ class Settings:
                 raise ConfigError(
                     f"DynamoDB endpoint must be a URL like http://localhost:8000, got {self.endpoint_url!r}"
                 )
+        if self.fault:
+            try:
+                faults.parse(self.fault)
+            except faults.FaultSpecError as exc:
+                raise ConfigError(f"DELPHI_FAULT: {exc}") from None
 
     @property
     def is_local_endpoint(self) -> bool:

@@ -45,13 +45,18 @@ def moto_endpoint() -> Iterator[str]:
         yield server.endpoint_url
 
 
-@pytest.fixture(scope="session")
-def ddblocal_endpoint() -> Iterator[str]:
+def require_ddblocal() -> None:
+    """Skip the test when DynamoDB Local is not installed, or fail when CI requires it."""
     reason = dynamodb_local.unavailable_reason()
     if reason:
         if os.environ.get("DELPHI_REQUIRE_DDBLOCAL"):
             pytest.fail(f"DynamoDB Local tier required but unavailable: {reason}")
         pytest.skip(f"DynamoDB Local tier: {reason}")
+
+
+@pytest.fixture(scope="session")
+def ddblocal_endpoint() -> Iterator[str]:
+    require_ddblocal()
     with dynamodb_local.DynamoDBLocal() as server:
         yield server.endpoint_url
 

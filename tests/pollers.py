@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -90,3 +91,51 @@ def runs(state: Path, job_id: str) -> list[str]:
 def pids(state: Path, job_id: str) -> list[int]:
     path = state / f"{job_id}.pids"
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def crash_at(
+    env: dict[str, str],
+    fault: str,
+    *flags: str,
+    log: Path,
+    trigger: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    timeout: float = 90,
+) -> int:
+    """Run a poller armed with ``DELPHI_FAULT=fault`` until it kills itself there; returns its pid.
+
+    ``trigger`` is called once the poller runs, for points that need a push (a SIGTERM for shutdown)."""
+    proc = start_poller({**env, "DELPHI_FAULT": fault}, *flags, log=log)
+    try:
+        if trigger is not None:
+            trigger(proc)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert proc.returncode == -signal.SIGKILL, (
+        f"exit {proc.returncode}, not killed at {fault}: {output[-3000:]}"
+    )
+    assert "fault point reached" in output and fault.partition(":")[0] in output
+    return proc.pid
+
+
+def run_until_terminal(
+    env: dict[str, str],
+    is_done: Callable[[], bool],
+    *flags: str,
+    log: Path,
+    timeout: float = 120,
+) -> int:
+    """Run a poller until ``is_done()``, then stop it with SIGTERM (it must exit 0); returns its pid."""
+    proc = start_poller(env, *flags, log=log)
+    try:
+        wait_for(is_done, timeout, f"the jobs to end (poller log {log})")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.pid

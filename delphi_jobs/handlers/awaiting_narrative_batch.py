@@ -27,6 +27,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from delphi_jobs import faults
 from delphi_jobs.handlers.base import (
     Annotation,
     Completed,
@@ -152,6 +153,7 @@ class AwaitingNarrativeBatchHandler:
                 )
                 if section:
                     stored.append(section)
+                    faults.point("between_results")
                 if line.custom_id:
                     seen.add(line.custom_id)
                 if n % PROGRESS_EVERY == 0:

@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from delphi_jobs import faults
 from delphi_jobs.handlers.base import (
     Completed,
     Failed,
@@ -206,7 +207,9 @@ class CreateNarrativeBatchHandler:
         state = replace(state, batch_submission=marker)
         ctx.checkpoint(state)
         ctx.step(2, STEPS, "submit", f"submitting {len(requests)} requests to model {state.model}")
+        faults.point("before_submit")
         info = client.create(requests)
+        faults.point("after_submit")
         ctx.log.info(f"submitted batch {info.id} with {len(requests)} requests")
         state = replace(state, batch_id=info.id)
         try:

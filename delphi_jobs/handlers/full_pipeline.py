@@ -25,6 +25,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from delphi_jobs import faults
 from delphi_jobs.handlers.base import Completed, Failed, JobContext, Outcome, Paused, Stopped
 from delphi_jobs.model import FULL_PIPELINE, Job, JobValidationError, count_field, text_field
 from delphi_jobs.procgroup import ProcessResult, run_group
@@ -91,6 +92,7 @@ class StepTracker:
         self.paused_before: str | None = None
 
     def line(self, line: str) -> None:
+        faults.point("mid_run")
         ctx = self.ctx
         ctx.log.info(line)
         begun = step_begun(line, self.steps)

@@ -4,25 +4,45 @@ Errors are classified once here: ``retryable`` (429, 5xx, 529, lost connections)
 connection may hide a request that was applied, which for a create means a batch may exist that we do
 not know about: creates are sent without SDK retries for that reason (a silently retried create could
 pay for a second batch), and the create handler's submission marker finds such a batch when the job
-runs again.
+runs again. Only a refusal, 429 (rate limited) or 529 (overloaded), says for sure that nothing was
+created: those creates are sent again here, honouring ``retry-after``, so a burst of refusals does not
+spend the job's attempts (a storm longer than that still fails the run as retryable).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+REFUSED_STATUS = frozenset({429, 529})
+"""The API turned the request away before doing anything: safe to send a create again."""
+REFUSED_RETRIES = 5
+MAX_REFUSED_WAIT = 60.0
 
 
 class BatchApiError(Exception):
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None):
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.retry_after = retry_after
+        """Seconds the API asked us to wait (``retry-after``), when it said."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        seconds = float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,7 @@ class BatchClient:
                 f"{what}: Anthropic API returned {exc.status_code} {kind}".rstrip(),
                 retryable=exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500,
                 status=exc.status_code,
+                retry_after=_retry_after(exc.response.headers),
             ) from None
         except anthropic.APIConnectionError as exc:  # includes APITimeoutError
             raise BatchApiError(
@@ -135,8 +156,19 @@ class BatchClient:
             ) from None
 
     def create(self, requests: Sequence[Mapping[str, Any]]) -> BatchInfo:
+        """Create one batch. No SDK retries (see the module docstring); refusals are sent again."""
         no_retry = self._client.with_options(max_retries=0)
-        return _info(self._call("create batch", no_retry.messages.batches.create, requests=list(requests)))
+        refused = 0
+        while True:
+            try:
+                batch = self._call("create batch", no_retry.messages.batches.create, requests=list(requests))
+                return _info(batch)
+            except BatchApiError as exc:
+                if exc.status not in REFUSED_STATUS or refused == REFUSED_RETRIES:
+                    raise
+                backoff = min(8.0, 0.5 * 2**refused) * random.uniform(0.75, 1.0)
+                time.sleep(min(MAX_REFUSED_WAIT, exc.retry_after or backoff))
+                refused += 1
 
     def retrieve(self, batch_id: str) -> BatchInfo:
         return _info(self._call("retrieve batch", self._client.messages.batches.retrieve, batch_id))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from delphi_jobs import faults
 from delphi_jobs.config import Settings
 from delphi_jobs.handlers import Registry
 from delphi_jobs.handlers.base import StopReason
@@ -112,6 +113,7 @@ class Poller:
         """Run until stopped (signal, --max-jobs, --exit-when-idle); returns the exit code."""
         on_stop_signals(self.request_stop)
         settings = self.settings
+        faults.arm(settings.fault)
         if settings.metrics_port is not None:
             server = serve(settings.metrics_host, settings.metrics_port, self.metrics, self.health)
             self._log.info(
@@ -172,6 +174,7 @@ class Poller:
     def run_one(self, job_id: str) -> RunResult | str:
         """Claim one given job and run it in the foreground; a string says why it could not be."""
         on_stop_signals(self.request_stop)
+        faults.arm(self.settings.fault)
         job = self._queue.get(job_id)
         if job is None:
             return f"no job {job_id!r} in {self._queue.table}"
@@ -198,6 +201,7 @@ class Poller:
         self._stopping.set()
         running = len(self._running)
         if first:
+            faults.point("shutdown")
             grace = self.settings.shutdown_grace_seconds
             self._log.info("stop requested: no new claims", running=running, grace_seconds=grace)
             timer = threading.Timer(grace, self._hand_back_all)

@@ -15,6 +15,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from delphi_jobs import faults
 from delphi_jobs.handlers.base import (
     Annotation,
     Cancellation,
@@ -68,8 +69,9 @@ class Completer:
         reason = cancellation.reason
         if isinstance(outcome, Stopped) and reason == StopReason.LEASE_LOST:
             self._metrics.leases_lost.inc()
-            log.warning("lease lost: the job belongs to another worker now; writing nothing")
+            log.warning("lease lost: job stopped, nothing written", why=cancellation.detail)
             return None
+        faults.point("before_outcome")
         pause = ctx.pause_requested() if ctx else None
         if pause and isinstance(outcome, Recheck):
             # Between two checks is a checker's checkpoint: it pauses with its schedule kept.

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from delphi_jobs import faults
 from delphi_jobs.config import Settings
 from delphi_jobs.handlers import Registry
 from delphi_jobs.handlers.base import (
@@ -97,6 +98,7 @@ class Executor:
         self._running.add(job.job_id, lease)
         self._metrics.claimed.labels(job_type=job.job_type).inc()
         started = time.monotonic()
+        faults.point("after_claim")
         try:
             if claim.reclaimed:
                 job_log.warning("reclaimed: the previous owner's lease expired")

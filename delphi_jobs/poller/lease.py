@@ -4,6 +4,10 @@ It renews every third of the lease. Each renewal lets the job run until 2/3 of a
 attempt; the remaining third covers the kill grace, so the job is stopped before another worker can
 reclaim it, even while a heartbeat call hangs (defect 2). A heartbeat that loses its fence means the job
 belongs to another worker now: the job is stopped and writes nothing.
+
+A renewal that fails (throttling, a DynamoDB blip) is tried again after a twelfth of the lease, not a
+third: waiting a full third would reach the 2/3 deadline before the next attempt, so one failed
+renewal would stop a healthy job and run it again (tests/chaos/test_throttling.py).
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import threading
 import time
 from typing import Any
 
+from delphi_jobs import faults
 from delphi_jobs.handlers.base import Cancellation, JobContext, LeaseLost, StopReason
 from delphi_jobs.model import MAX_LIVE_LINES, Activity
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.store import InvalidRequest, Lost, StoreError
+
+RETRY_DIVISOR = 12
+"""A failed renewal is tried again after lease / RETRY_DIVISOR (5 s of the default 60 s lease)."""
 
 
 def activity_of(ctx: JobContext) -> Activity:
@@ -67,8 +75,10 @@ class LeaseKeeper:
 
     def _loop(self) -> None:
         assert self._ctx is not None
-        while not self._stop.wait(self._lease / 3):
+        wait = self._lease / 3
+        while not self._stop.wait(wait):
             attempted = time.monotonic()
+            faults.point("heartbeat")
             try:
                 try:
                     fresh = self._queue.heartbeat(
@@ -83,8 +93,10 @@ class LeaseKeeper:
                     self._log.warning("heartbeat refused; renewing the lease alone", error=str(exc))
                     fresh = self._queue.heartbeat(self._claim, self._lease)
             except StoreError as exc:
-                self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+                wait = self._lease / RETRY_DIVISOR
+                self._log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}", retry_in=wait)
                 continue
+            wait = self._lease / 3
             if isinstance(fresh, Lost):
                 self._log.warning("heartbeat lost its fence: another worker owns the job now")
                 self.cancellation.set(StopReason.LEASE_LOST, "heartbeat lost its fence")

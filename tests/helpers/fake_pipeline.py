@@ -4,7 +4,9 @@ zid 1: three lines, exit 0 | 2: usage error, exit 2 | 3: error output, exit 3 |
 4: starts a grandchild and hangs (timeouts) | 5: starts a grandchild, works FAKE_PIPELINE_SLEEP s, exit 0 |
 6: starts a grandchild in a session of its own (escaping the process group) and hangs | 7: the same, exit 0 |
 8: three stages announced with DELPHI_STEP markers, resumable from DELPHI_RESUME_FROM_STEP.
-Every run appends "start PID" / "done PID" to STATE/JOB_ID.runs and child pids to STATE/JOB_ID.pids.
+Every run appends "start PID poller=POLLER_PID ..." / "done PID" to STATE/JOB_ID.runs and child pids to
+STATE/JOB_ID.pids: the side-effect ledger of the chaos tests, which account for every extra run by the
+poller that was killed while it ran.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def note(path: Path, line: str) -> None:
         sink.write(line + "\n")
 
 
+def poller_pid() -> int:
+    """The poller that runs this job, as our parent (the child guard) was told on its command line:
+    still right when the poller has just died and the guard was handed to init."""
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
+        argv = cmdline.read().decode().split("\0")
+    return int(argv[argv.index("delphi_jobs.childguard") + 1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--zid", type=int, required=True)
@@ -31,7 +41,8 @@ def main() -> int:
     args = parser.parse_args()
     state = Path(args.state)
     runs, pids = state / f"{args.job}.runs", state / f"{args.job}.pids"
-    note(runs, f"start {os.getpid()} report={args.report} env_report={os.environ.get('DELPHI_REPORT_ID')}")
+    env_report = os.environ.get("DELPHI_REPORT_ID")
+    note(runs, f"start {os.getpid()} poller={poller_pid()} report={args.report} env_report={env_report}")
     note(pids, str(os.getpid()))
     if args.zid == 1:
         for i in range(3):

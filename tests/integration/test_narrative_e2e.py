@@ -17,15 +17,22 @@ from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
 from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.handlers import default_registry
 from delphi_jobs.handlers.narrative_services import NarrativeServices, Submission
 from delphi_jobs.model import Job, format_timestamp, utcnow
-from delphi_jobs.poller import Poller
 from delphi_jobs.queue import Claim, JobQueue
 from delphi_jobs.reports import NarrativeReportStore
 from delphi_jobs.states import Status
 from delphi_jobs.store import Lost, open_store
-from tests.narrative_env import GLOBALS, checker_of, drain, narrative_fixtures
+from tests import narrative_env
+from tests.narrative_env import (
+    GLOBALS,
+    checker_of,
+    drain,
+    due_now,
+    narrative_fixtures,
+    poller_extra,
+    run_once,
+)
 from tests.pollers import poller_env, start_poller, wait_for
 
 ZID = 4242
@@ -38,9 +45,7 @@ analysed_db, env = narrative_fixtures(ZID, REPORT, model=MODEL, pipeline_job=PIP
 
 
 def submit_narrative(settings: Settings, **changes: Any) -> str:
-    record = producer_records.server_narrative(REPORT, ZID, model=MODEL, **changes)
-    producer_records.put_raw(make_client(settings), settings.jobs_table, record)
-    return str(record["job_id"])
+    return narrative_env.submit_narrative(settings, ZID, REPORT, MODEL, **changes)
 
 
 def narrate(env: Settings, queue: JobQueue) -> tuple[str, Job]:
@@ -202,24 +207,6 @@ def test_lost_create_response_adopts_the_batch(env: Settings, fake: FakeAnthropi
     assert any("adopting batch" in e.message for e in parent.logs)
 
 
-def run_once(env: Settings, queue: JobQueue, job_id: str) -> None:
-    job = queue.get(job_id)
-    assert job is not None
-    claim = queue.claim(job, "test-worker", env.lease_seconds)
-    assert isinstance(claim, Claim)
-    Poller(env, default_registry(env), queue=queue).executor.run(claim)
-
-
-def due_now(env: Settings, job_id: str) -> None:
-    """Skip a retry's backoff (what an operator's retry does, without resetting attempts)."""
-    make_client(env).update_item(
-        TableName=env.jobs_table,
-        Key={"job_id": {"S": job_id}},
-        UpdateExpression="REMOVE #r",
-        ExpressionAttributeNames={"#r": "run_after"},
-    )
-
-
 def sdk_batch(fake: FakeAnthropic, requests: int) -> str:
     sdk = anthropic.Anthropic(api_key="test-key", base_url=fake.base_url)
     params = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -319,15 +306,8 @@ def test_kill_9_during_create_then_recovery_pays_once(
     queue = JobQueue.for_settings(open_store(env), env)
     fake.slow_next_create(3.0)
     parent_id = submit_narrative(env)
-    extra = {
-        "DATABASE_URL": str(env.database_url),
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_MODEL": MODEL,
-        "ANTHROPIC_BASE_URL": fake.base_url,
-        "DELPHI_BATCH_RECHECK_SECONDS": "0.1",
-        "DELPHI_RETRY_BASE_SECONDS": "0.2",  # the lost worker's job is rescued soon after its lease
-    }
-    env_vars = poller_env(env, tmp_path, **extra)
+    # DELPHI_RETRY_BASE_SECONDS: the lost worker's job is rescued soon after its lease
+    env_vars = poller_env(env, tmp_path, **poller_extra(env), DELPHI_RETRY_BASE_SECONDS="0.2")
     first = start_poller(env_vars, "--lease-seconds", "1.5", log=tmp_path / "first.log")
     wait_for(lambda: fake.create_calls == 1, 30, "the create to reach the API")
     first.send_signal(signal.SIGKILL)
