@@ -6,18 +6,31 @@ its checker (AWAITING_NARRATIVE_BATCH) is inserted, so neither can exist without
 A paid batch must never be submitted twice by accident (defect 5). Before submitting, the parent gets a
 ``batch_submission`` marker (fenced write); right after, its ``batch_id``. When a run finds:
 - ``batch_id`` set: the submit happened; it only hands over (no second batch);
-- a marker but no ``batch_id``: an earlier run died between submit and recording the id. It lists the
-  batches that can be that submission's: created within the create call's reach of the marker
-  (RECOVERY_SLACK before it for clock skew, CREATE_REACH after it), with the same number of requests,
-  and not recorded as ``batch_id`` by another job of the same conversation (a second report submitted
-  meanwhile, issue 11). None: nothing was paid, and it submits; exactly one, which it adopts; several,
-  and it FAILS without submitting, naming them, for an operator to decide (set ``batch_id`` on the job
-  to adopt one, or remove ``batch_submission``). It never fails or takes over another job's batch.
+- a marker with ``started_at`` but no ``batch_id``: an earlier run died between submit and recording
+  the id. It lists the batches that can be that submission's: created within the create call's reach of
+  the marker (RECOVERY_SLACK before it for clock skew, CREATE_REACH after it), with the same number of
+  requests, and not recorded as ``batch_id`` by another job of the same conversation. None: nothing was
+  paid, and it submits; exactly one, which it adopts; several, and it FAILS without submitting, naming
+  them, for an operator to decide (set ``batch_id`` on the job to adopt one, or remove
+  ``batch_submission``).
+
+The Anthropic API cannot say whose a batch is: a listed batch shows only its size and times. Two
+reports of one conversation (same size) whose creates overlapped, with neither id recorded, could not
+be told apart (issue 11 item 7: a recovery adopting the other's batch, or failing both and stranding
+them). So a conversation's reports take turns: before planning, a job writes ``{"queued_at"}`` as its
+marker, then reads (consistently) the markers of the conversation's other CREATE jobs; while any of
+them may be creating a batch or holds one it has not recorded (an unrecorded marker younger than
+TURN_HORIZON), it gives the turn back (marker removed in the same write) and looks again later
+(AWAITING_RECHECK, no attempt spent). Of two jobs that queue at once, the one reading last sees the
+other, so no two create at once; a job that passed holds its marker until its batch id is recorded, so
+a recovery only ever finds its own batch among the conversation's. A queued marker (no ``started_at``)
+found by a later run means nothing was created: that run queues again.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import random
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +42,7 @@ from delphi_jobs.handlers.base import (
     LeaseLost,
     Outcome,
     Paused,
+    Recheck,
     Stopped,
     StopReason,
 )
@@ -54,10 +68,28 @@ RECOVERY_SLACK = timedelta(minutes=2)
 CREATE_REACH = timedelta(seconds=60) + RECOVERY_SLACK
 """A create that started at the marker ends within the client's 60 s timeout: batches created later
 belong to somebody else."""
+TURN_HORIZON = CREATE_REACH + 2 * RECOVERY_SLACK
+"""Another job's marker older than this no longer holds the conversation's turn: a batch created now
+lies outside its recovery window, and its batch outside ours, even with the two pollers' clocks
+RECOVERY_SLACK apart. Bounds the wait behind a job that died and is not rescued."""
+MAX_TURN_WAIT = 30.0
+"""Seconds between two looks at whether the turn is free, at most (half the blocker's age, at least 1)."""
 
 
 class AmbiguousSubmission(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Plan:
+    requests: list[dict[str, Any]]
+    state: Submission
+    """The job's state with the plan's section map and model."""
+
+
+def _may_have_created(state: Submission) -> bool:
+    """A marker written just before a create (``started_at``): that create may have made a batch."""
+    return bool(state.batch_submission and "started_at" in state.batch_submission)
 
 
 class CreateNarrativeBatchHandler:
@@ -101,27 +133,68 @@ class CreateNarrativeBatchHandler:
                 f"batch {state.batch_id} was already submitted by an earlier run; handing over only"
             )
             return self._hand_over(ctx, state)
+        plan: _Plan | None = None
+        if _may_have_created(state):
+            planned = self._planned(ctx, state, model)
+            if isinstance(planned, Failed):
+                return planned
+            plan = planned
+            try:
+                adopted = self._recover(ctx, client, plan.state, len(plan.requests))
+            except AmbiguousSubmission as exc:
+                return Failed(str(exc))
+            except BatchApiError as exc:
+                return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
+            if adopted:
+                ctx.step(3, STEPS, "hand over", f"batch {adopted.batch_id}")
+                return self._hand_over(ctx, adopted)
+        pause = ctx.pause_requested()
+        if pause:
+            # The checkpoint before anything is paid for: nothing submitted, nothing to recover.
+            kept = plan.state if plan else state
+            return Paused(replace(kept, batch_submission=None), note=f"paused before submitting: {pause}")
+        waiting = self._take_turn(ctx, state)
+        if waiting:
+            return waiting
+        if plan is None:
+            planned = self._planned(ctx, state, model)
+            if isinstance(planned, Failed):
+                return replace(planned, state=replace(state, batch_submission=None))  # the turn, given back
+            plan = planned
+        try:
+            state = self._submit(ctx, client, plan.state, plan.requests)
+        except BatchApiError as exc:
+            if exc.not_applied:  # no batch exists: the conversation's turn is given back
+                ctx.checkpoint(replace(plan.state, batch_submission=None))
+            return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
+        ctx.step(3, STEPS, "hand over", f"batch {state.batch_id}")
+        return self._hand_over(ctx, state)
+
+    def _planned(self, ctx: JobContext, state: Submission, model: str) -> _Plan | Failed:
+        """The report's requests, and ``state`` with their section map and the model."""
         try:
             requests, section_map = self._plan(ctx, model)
         except ConversationDataError as exc:
             return Failed(str(exc))
         if not requests:
-            return Failed(f"no section of conversation {job.zid()} has comments to write about")
-        planned = replace(state, section_map=section_map, model=model)
-        pause = ctx.pause_requested()
-        if pause and not state.batch_submission:
-            # The checkpoint before anything is paid for: nothing submitted, nothing to recover.
-            return Paused(planned, note=f"paused before submitting: {pause}")
-        try:
-            state = self._recover(ctx, client, planned, len(requests)) or self._submit(
-                ctx, client, planned, requests
-            )
-            ctx.step(3, STEPS, "hand over", f"batch {state.batch_id}")
-        except AmbiguousSubmission as exc:
-            return Failed(str(exc))
-        except BatchApiError as exc:
-            return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
-        return self._hand_over(ctx, state)
+            return Failed(f"no section of conversation {ctx.job.zid()} has comments to write about")
+        return _Plan(requests, replace(state, section_map=section_map, model=model))
+
+    def _take_turn(self, ctx: JobContext, state: Submission) -> Recheck | None:
+        """Queue for the conversation's turn to submit (module docstring): None once it is ours (the
+        queued marker stays until the batch is recorded), else a Recheck that gives it back."""
+        queued = utcnow()
+        ctx.checkpoint(replace(state, batch_submission={"queued_at": format_timestamp(queued)}))
+        others = self._services.submissions_in_flight(ctx.job, queued - TURN_HORIZON)
+        if not others:
+            return None
+        age = (queued - min(others.values())).total_seconds()
+        delay = min(MAX_TURN_WAIT, max(1.0, age / 2)) * random.uniform(0.75, 1.25)
+        ctx.log.info(
+            f"waiting for the conversation's other report(s) {', '.join(sorted(others))} to record their "
+            f"batch before submitting; looking again in {delay:.1f}s"
+        )
+        return Recheck(at=queued + timedelta(seconds=delay), state=replace(state, batch_submission=None))
 
     @staticmethod
     def _cancel_batch(ctx: JobContext, client: BatchClient, batch_id: str) -> None:

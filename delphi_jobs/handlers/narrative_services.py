@@ -5,15 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from delphi_jobs import polisdb
 from delphi_jobs.config import Settings
 from delphi_jobs.dynamo import make_client
-from delphi_jobs.model import Job, count_field, document_field, string_map_field, text_field
+from delphi_jobs.model import (
+    CREATE_NARRATIVE_BATCH,
+    Job,
+    JobValidationError,
+    count_field,
+    decode_state,
+    document_field,
+    parse_timestamp,
+    string_map_field,
+    text_field,
+)
 from delphi_jobs.narrative.batch_client import BatchClient
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
+from delphi_jobs.states import TERMINAL, Status
 from delphi_jobs.store import open_store
 from delphi_jobs.topic_tables import TopicStore
 
@@ -27,7 +39,8 @@ class Submission:
     twice (see create_narrative_batch.py)."""
 
     batch_submission: dict[str, Any] | None = document_field()
-    """``{"started_at", "requests"}``, written (fenced) just before the batch is created."""
+    """``{"queued_at"}`` while the job takes its conversation's turn to submit, then ``{"started_at",
+    "requests"}`` written (fenced) just before the batch is created (create_narrative_batch.py)."""
     section_map: dict[str, str] | None = string_map_field()
     """custom_id -> section name, never re-derived from the ids."""
     batch_id: str | None = text_field(external=True)
@@ -109,6 +122,39 @@ class NarrativeServices:
             for other in self.jobs.conversation_jobs(job.conversation_id)
             if other.batch_id and other.job_id != job.job_id and other.batch_job_id != job.job_id
         }
+
+    def submissions_in_flight(self, job: Job, since: datetime) -> dict[str, datetime]:
+        """job_id -> marker time of the other CREATE jobs of ``job``'s conversation that may be creating
+        a batch now, or may have created one they have not recorded: a ``batch_submission`` marker
+        written at or after ``since``, no ``batch_id``. A terminal job's marker counts only once it was
+        about to create (``started_at``): one that was only queued never will.
+
+        The index finds the jobs; each candidate is then read with a consistent read, since the index
+        may not show a marker written a moment ago (create_narrative_batch.py relies on seeing it)."""
+        if not job.conversation_id:
+            return {}
+        found: dict[str, datetime] = {}
+        for listed in self.jobs.conversation_jobs(job.conversation_id):
+            if (
+                listed.job_id == job.job_id
+                or listed.job_type != CREATE_NARRATIVE_BATCH
+                or listed.status == Status.COMPLETED  # final, and its batch, if any, is recorded
+                or listed.batch_id
+            ):
+                continue
+            other = self.jobs.get(listed.job_id)
+            if other is None or other.batch_id:
+                continue
+            try:
+                marker = decode_state(Submission, other.item).batch_submission or {}
+                queued = None if other.status in TERMINAL else marker.get("queued_at")
+                stamp = marker.get("started_at") or queued
+                when = parse_timestamp(stamp, "batch_submission")
+            except JobValidationError:
+                continue  # such a record fails validation and never runs its handler
+            if when is not None and when >= since:
+                found[other.job_id] = when
+        return found
 
     def choose_model(self, job: Job) -> ModelChoice:
         """ANTHROPIC_MODEL, unless the job asks for a model in DELPHI_ALLOWED_MODELS. The operator pays:

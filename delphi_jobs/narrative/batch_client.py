@@ -36,6 +36,15 @@ class BatchApiError(Exception):
         self.retry_after = retry_after
         """Seconds the API asked us to wait (``retry-after``), when it said."""
 
+    @property
+    def not_applied(self) -> bool:
+        """The API answered that it did not carry the request out: a refusal (429, 529) or a client
+        error other than a timeout (408) or a conflict (409). For a create: no batch exists. A lost
+        connection or another 5xx may hide a batch that was created."""
+        if self.status is None:
+            return False
+        return self.status in REFUSED_STATUS or (400 <= self.status < 500 and self.status not in (408, 409))
+
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     try:

@@ -107,6 +107,8 @@ class JobAccount:
     status: str | None
     claims: list[str] = field(default_factory=list)
     """worker_id of every claim and reclaim, in order."""
+    takeovers: int = 0
+    """Reclaims of the job from a lost worker (PROCESSING to PROCESSING under a new version)."""
     finisher: str | None = None
     """worker_id on the job when it became terminal."""
     runs: list[Run] = field(default_factory=list)
@@ -118,7 +120,8 @@ class JobAccount:
 
     @property
     def rescued(self) -> bool:
-        return len(self.claims) > 1
+        """Taken over from a lost worker (a claim from AWAITING_RECHECK or PENDING is not a rescue)."""
+        return self.takeovers > 0
 
 
 def account_job(
@@ -131,6 +134,8 @@ def account_job(
         old, new = write.old, write.new
         if _status(new) == Status.PROCESSING and (old is None or old.get("version") != new.get("version")):
             job.claims.append(str(new.get("worker_id") if new else ""))
+            if _status(old) == Status.PROCESSING:
+                job.takeovers += 1
         if _status(old) in TERMINAL:
             kept = ("status", "version", "worker_id", "completed_at", "error_message")
             changed = [k for k in kept if (old or {}).get(k) != (new or {}).get(k)]

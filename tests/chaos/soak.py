@@ -82,8 +82,6 @@ KINDS: list[tuple[str, int]] = [
     ("narrative", 5),
 ]
 """The mix of job kinds, by weight."""
-RECOVERY_MARKS = ("an earlier submission was interrupted", "adopting batch")
-"""What a CREATE_NARRATIVE_BATCH job logs when it recovers an interrupted submission."""
 
 
 def new_job(kind: str, n: int) -> tuple[dict[str, Any], str]:
@@ -189,8 +187,6 @@ class SoakReport:
     sections_stored: int
     poller_exit_codes: list[int | None]
     problems: list[str]
-    known_issue_item7: list[str]
-    """Outcomes of issue 11 item 7 (see Soak._recovered), reported apart until it is fixed."""
 
 
 class Soak:
@@ -265,13 +261,8 @@ class Soak:
 
     def _report(self, fleet: Fleet, codes: list[int | None], chaos: float, total: float) -> SoakReport:
         ledger = account(self.settings, self.state, self.expected, fleet.killed)
-        recovered = self._recovered()
-        problems: list[str] = []
-        known: list[str] = []
-        for job in ledger.jobs.values():
-            found = known if job.job_id in recovered else problems
-            found += [f"{job.job_id}: {problem}" for problem in job.problems]
-        self._check_narratives(recovered, problems, known)
+        problems = [f"{job.job_id}: {problem}" for job in ledger.jobs.values() for problem in job.problems]
+        self._check_narratives(problems)
         problems += [f"a poller exited {code} on SIGTERM" for code in codes if code != 0]
         summary = ledger.summary()
         killed = set(fleet.killed)
@@ -297,49 +288,32 @@ class Soak:
             sections_stored=sections,
             poller_exit_codes=codes,
             problems=problems,
-            known_issue_item7=known,
         )
 
     def _reports(self) -> NarrativeReportStore:
         return NarrativeReportStore(make_client(self.settings), self.settings.reports_table)
 
-    def _recovered(self) -> set[str]:
-        """Reports whose submission was interrupted by a kill and recovered, with their checkers: every
-        soak report is of the same conversation, and while what is left of issue 11 item 7 is open (two
-        reports interrupted at once cannot tell their batches apart), what goes wrong with these is it."""
-        found: set[str] = set()
-        for job_id in self.narratives:
-            job = self.queue.get(job_id)
-            if job is None:
-                continue
-            said = [entry.message for entry in job.logs] + [job.error_message or ""]
-            if any(mark in text for text in said for mark in RECOVERY_MARKS):
-                found.add(job_id)
-                if job.job_results.get("checker_job_id"):
-                    found.add(str(job.job_results["checker_job_id"]))
-        return found
-
-    def _check_narratives(self, recovered: set[str], problems: list[str], known: list[str]) -> None:
+    def _check_narratives(self, problems: list[str]) -> None:
         """One paid batch per report, adopted by its own job alone; every section stored once."""
         owners: dict[str, list[str]] = {}
         for job_id, report in self.narratives.items():
-            found = known if job_id in recovered else problems
             job = self.queue.get(job_id)
             if job is None or job.status != "COMPLETED":
-                found.append(f"{job_id}: narrative ended {job and job.status}: {job and job.error_message}")
+                ended = f"{job and job.status}: {job and job.error_message}"
+                problems.append(f"{job_id}: narrative ended {ended}")
                 continue
             owners.setdefault(str(job.batch_id), []).append(job_id)
             whole = report_problem(self.settings, report, job.item.get("section_map"))
             if whole:
-                found.append(whole)
-        for batch, jobs in owners.items():
-            if len(jobs) > 1:
-                found = known if set(jobs) & recovered else problems
-                found.append(f"batch {batch} adopted by {len(jobs)} reports: {', '.join(jobs)}")
+                problems.append(whole)
+        problems += [
+            f"batch {batch} adopted by {len(jobs)} reports: {', '.join(jobs)}"
+            for batch, jobs in owners.items()
+            if len(jobs) > 1
+        ]
         stray = sorted(set(self.fake.batches) - set(owners))
         if stray:  # a recovery that failed, or adopted another report's batch, strands its own
-            found = known if len(stray) <= len(recovered & set(self.narratives)) else problems
-            found.append(f"{len(stray)} paid batches adopted by no report: {', '.join(stray)}")
+            problems.append(f"{len(stray)} paid batches adopted by no report: {', '.join(stray)}")
         if self.fake.create_calls != len(self.fake.batches):
             problems.append(f"{self.fake.create_calls} creates made {len(self.fake.batches)} batches")
 

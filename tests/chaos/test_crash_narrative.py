@@ -77,18 +77,13 @@ def test_a_report_survives_a_kill_at_every_step(env: Settings, fake: FakeAnthrop
     assert checker is not None and checker.job_results["stored"] == len(section_map)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 7, what is left of it (create_narrative_batch._recover): recovery leaves out "
-    "the batches other jobs of the conversation recorded, but two reports interrupted between submit "
-    "and recording their batch id have recorded neither: each sees both batches, ends FAILED as "
-    "ambiguous and strands its paid batch",
-)
-def test_two_reports_of_one_conversation_recover_at_once(
+def test_two_reports_of_one_conversation_die_after_submitting(
     env: Settings, fake: FakeAnthropic, tmp_path: Path
 ) -> None:
-    """Two pollers each die right after submitting a report of the same conversation; one poller
-    recovers both: each report adopts its own batch, nothing is paid again, both reports are whole."""
+    """Issue 11 item 7: two pollers armed to die right after a create take two reports of one
+    conversation at once. The reports take turns (the second waits while the first's batch is not
+    recorded), so each dies after its own create and each recovery adopts its own batch: no report
+    fails, no batch is stranded or paid twice, both reports are whole."""
     queue = JobQueue(open_store(env))
     pollers = poller_env(env, tmp_path, **poller_extra(env))
     crashing = {**pollers, "DELPHI_FAULT": "after_submit:1"}
@@ -107,6 +102,8 @@ def test_two_reports_of_one_conversation_recover_at_once(
                 proc.wait()
     assert [proc.returncode for proc in procs] == [-9, -9]
     assert fake.create_calls == 2 and len(fake.batches) == 2
+    waited = "".join(log.read_text() for log in logs)
+    assert "to record their batch before submitting" in waited, "the second report waited for its turn"
 
     run_until_terminal(pollers, lambda: terminal(queue, *parents), *LEASE, log=tmp_path / "recover.log")
     done = [queue.get(p) for p in parents]

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 import anthropic
@@ -15,8 +16,9 @@ import psycopg2
 
 from delphi_jobs.config import Settings
 from delphi_jobs.devtools import producer_records
-from delphi_jobs.devtools.fake_anthropic import FakeAnthropic
+from delphi_jobs.devtools.fake_anthropic import BATCHES_PATH, FakeAnthropic
 from delphi_jobs.dynamo import make_client
+from delphi_jobs.handlers import create_narrative_batch
 from delphi_jobs.handlers.narrative_services import NarrativeServices, Submission
 from delphi_jobs.model import Job, format_timestamp, utcnow
 from delphi_jobs.queue import Claim, JobQueue
@@ -297,6 +299,98 @@ def test_recovery_is_not_fooled_by_a_second_report_of_the_conversation(
     second_after = queue.get(other)
     assert second_after is not None and second_after.status == "COMPLETED"
     assert second_after.batch_id == second.batch_id
+
+
+def test_a_report_waits_for_the_conversations_unrecorded_batch_and_never_adopts_it(
+    env: Settings, fake: FakeAnthropic
+) -> None:
+    """Issue 11 item 7, the rest: report B's poller died between creating batch Y and recording it;
+    report A's earlier run died while queueing for its turn (nothing created). A's recovery neither
+    adopts Y (it was the only unrecorded batch of its size: the old recovery took it) nor creates
+    while Y is unrecorded: it gives the turn back and looks again later, spending no attempt. B's
+    recovery adopts Y; then A submits its own batch. Nobody fails, nothing is paid twice."""
+    queue = JobQueue.for_settings(open_store(env), env)
+    probe_id = submit_narrative(env)
+    drain(env, queue, [probe_id])
+    probe = queue.get(probe_id)
+    assert probe is not None
+    requests = len(json.loads(str(probe.item["section_map"])))
+    now = format_timestamp(utcnow())
+    theirs_id = submit_narrative(env)
+    theirs = sdk_batch(fake, requests)
+    _crash_with(env, queue, theirs_id, Submission(batch_submission={"started_at": now, "requests": requests}))
+    ours_id = submit_narrative(env)
+    _crash_with(env, queue, ours_id, Submission(batch_submission={"queued_at": now}))
+    calls = fake.create_calls
+
+    run_once(env, queue, ours_id)
+    waiting = queue.get(ours_id)
+    assert waiting is not None and waiting.status == "AWAITING_RECHECK" and waiting.batch_id is None
+    assert "batch_submission" not in waiting.item, "the turn is given back while waiting"
+    spent = waiting.retry_count  # by the dead worker's run: waiting spends no attempt
+    assert spent == 1 and waiting.next_check_at is not None
+    assert any(theirs_id in e.message and "waiting" in e.message for e in waiting.logs)
+    assert fake.create_calls == calls
+
+    drain(env, queue, [theirs_id])
+    recovered = queue.get(theirs_id)
+    assert recovered is not None and recovered.status == "COMPLETED" and recovered.batch_id == theirs
+    drain(env, queue, [ours_id])
+    ours = queue.get(ours_id)
+    assert ours is not None and ours.status == "COMPLETED", ours.error_message
+    assert ours.batch_id not in (theirs, probe.batch_id) and ours.batch_id in fake.batches
+    assert fake.create_calls == calls + 1
+    assert ours.retry_count == spent
+
+
+def test_a_refused_create_gives_the_conversations_turn_back(env: Settings, fake: FakeAnthropic) -> None:
+    """A create refused more often than the run waits out (429 six times) made no batch: the job is
+    retried later with its marker removed, so another report of the conversation does not wait for it
+    and its own next run does not look for a batch."""
+    queue = JobQueue.for_settings(open_store(env), env)
+    fake.fail_next(429, count=6, retry_after=0.01, path_contains=BATCHES_PATH)
+    refused_id = submit_narrative(env)
+    run_once(env, queue, refused_id)
+    refused = queue.get(refused_id)
+    assert refused is not None and refused.status == "PENDING" and refused.retry_count == 1
+    assert "batch_submission" not in refused.item and fake.create_calls == 6 and not fake.batches
+    other_id = submit_narrative(env)
+    run_once(env, queue, other_id)
+    other = queue.get(other_id)
+    assert other is not None and other.status == "COMPLETED" and len(fake.batches) == 1
+
+
+def test_which_submissions_hold_a_conversations_turn(env: Settings) -> None:
+    """The markers that make another report of the conversation wait: unrecorded, younger than the
+    horizon, of a job that may still create (a queued marker of a terminal job never will)."""
+    services = NarrativeServices.from_settings(env)
+    client = make_client(env)
+    now = utcnow()
+    recent, old = format_timestamp(now), format_timestamp(now - timedelta(minutes=8))
+
+    def put(status: str, marker: dict[str, Any] | None, **changes: Any) -> str:
+        if marker:
+            changes["batch_submission"] = json.dumps(marker)
+        record = producer_records.server_narrative(REPORT, ZID, model=MODEL, status=status, **changes)
+        producer_records.put_raw(client, env.jobs_table, record)
+        return str(record["job_id"])
+
+    ours = put("PROCESSING", {"queued_at": recent})
+    holding = {
+        put("PROCESSING", {"queued_at": recent}),
+        put("PENDING", {"started_at": recent, "requests": 7}),  # died after starting its create
+        put("FAILED", {"started_at": recent, "requests": 7}),  # its batch may exist, unrecorded
+    }
+    put("FAILED", {"queued_at": recent})  # queued only, and will not run again by itself
+    put("PENDING", {"started_at": old, "requests": 7})  # beyond the horizon
+    put("COMPLETED", {"started_at": recent, "requests": 7}, batch_id="msgbatch_recorded")
+    put("PROCESSING", {"started_at": recent, "requests": 7}, batch_id="msgbatch_recorded_too")
+    put("PENDING", None)
+    put("PROCESSING", {"queued_at": recent}, conversation_id=str(ZID + 1))  # another conversation
+    job = JobQueue(open_store(env)).get(ours)
+    assert job is not None
+    since = now - create_narrative_batch.TURN_HORIZON
+    assert set(services.submissions_in_flight(job, since)) == holding
 
 
 def test_kill_9_during_create_then_recovery_pays_once(
