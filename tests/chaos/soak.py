@@ -70,7 +70,7 @@ REPORT = "r_soak"
 MODEL = "claude-soak-model"
 PIPELINE_JOB = "9c8b7a6f-5e4d-4c3b-8a2f-1e0d9c8b7a6f"
 
-CI = Profile(jobs=200, seconds=20)
+CI = Profile(jobs=120, seconds=20)
 FULL = Profile(jobs=2000, seconds=120, drain_timeout=1800)
 
 KINDS: list[tuple[str, int]] = [
