@@ -60,7 +60,7 @@ def test_outcome_survives_a_dynamodb_outage_at_the_end_of_a_job(
     persistent: dynamodb_local.DynamoDBLocal,
 ) -> None:
     settings = dataclasses.replace(
-        fresh_settings(persistent.endpoint_url), poll_interval=0.1, lease_seconds=30
+        fresh_settings(persistent.endpoint_url), poll_interval=0.1, lease_seconds=90
     )
     ensure_tables(make_client(settings), table_specs(settings))
     queue = JobQueue(open_store(settings))
