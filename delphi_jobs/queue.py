@@ -6,9 +6,15 @@ fenced on (status PROCESSING, its worker_id, the claimed version): after its lea
 of them can change the item. Losing a race is a normal outcome, reported one way: ``Lost``.
 
 Polling cost is bounded (defect 1): each status is read with ``Limit``ed pages of
-``StatusCreatedIndex``, oldest first; further pages are read only when a page holds nothing claimable,
-and at most ``max_pages`` of them, continuing from where the previous poll stopped so that every job is
-eventually seen however long the queue is.
+``StatusCreatedIndex``, oldest first; further pages are read only when the status holds more than one
+page, at most ``max_pages + 2`` per look (docs/poller.md, "Lanes"):
+
+- the priority lane (PENDING, when the table has the optional ``StatusPriorityIndex``): one page of
+  jobs above the default priority, highest first, so a high-priority job is found whatever the backlog;
+- the newest page, when nothing read so far is claimable: a fresh job behind a wall of backed-off
+  retries is found at the first look, whatever the wall's size;
+- the rotating cursor: up to ``max_pages - 1`` further pages, continuing from where the previous look
+  stopped, so that every job is eventually seen however long the queue is.
 """
 
 from __future__ import annotations
@@ -56,10 +62,16 @@ from delphi_jobs.store import (
     JobStore,
     Lost,
     OneOf,
+    StoreError,
     as_observed,
     item_size,
 )
-from delphi_jobs.tables import CONVERSATION_INDEX, JOB_TYPE_INDEX, STATUS_CREATED_INDEX
+from delphi_jobs.tables import (
+    CONVERSATION_INDEX,
+    JOB_TYPE_INDEX,
+    STATUS_CREATED_INDEX,
+    STATUS_PRIORITY_INDEX,
+)
 
 Clock = Callable[[], datetime]
 _log = get_logger(component="queue")
@@ -187,6 +199,12 @@ def passed(moment: datetime | None, now: datetime, *, strictly: bool = False) ->
 
 CLAIMABLE = (Status.PENDING, Status.AWAITING_RECHECK, Status.PROCESSING)
 """Statuses a worker may claim from: due, due for a check, or abandoned by a lost worker."""
+PRIORITY_LANE_FROM = DEFAULT_PRIORITY + 1
+"""The priority lane reads jobs above the default priority (priorities are whole numbers: producers
+write 50, the CLI and API take 0-1000); jobs at or below it are in age order in the FIFO lane."""
+INDEX_RETRY_SECONDS = 300.0
+"""How long a queue that found StatusPriorityIndex unusable (absent, still backfilling, not allowed)
+waits before trying it again: an index added online is used within this long, without a restart."""
 
 
 class JobQueue:
@@ -212,6 +230,9 @@ class JobQueue:
         self._retry_base = retry_base
         self._legacy = legacy_statuses
         self._cursors: dict[str, Cursor | None] = {}
+        self._priority_index: bool | None = None
+        """Whether StatusPriorityIndex answered the last time it was asked (None: never asked)."""
+        self._priority_retry_at: datetime | None = None
 
     @classmethod
     def for_settings(cls, store: JobStore, settings: Settings, *, clock: Clock = utcnow) -> JobQueue:
@@ -306,13 +327,26 @@ class JobQueue:
         return [job for job in map(_parsed, page.items) if job is not None], page.next
 
     def _look(self, status: Status, claimable: Callable[[Job], bool]) -> list[Job]:
-        """The head page of one status; further pages only when the head holds nothing claimable."""
+        """The head page of one status (oldest first). When the status holds more than that page: the
+        priority lane (PENDING), and, when nothing read so far is claimable, the newest page and then
+        up to ``max_pages - 1`` further pages from the rotating cursor."""
         jobs, head_next = self._status_page(status, None)
         found = [j for j in jobs if claimable(j)]
-        if found or head_next is None:
+        if head_next is None:
+            return found  # the head page is the whole status: nothing else to read
+        if status == Status.PENDING:
+            seen = {j.job_id for j in found}
+            found += [j for j in self._priority_lane() if claimable(j) and j.job_id not in seen]
+        if found:
             return found
-        # The head of the queue holds nothing claimable (e.g. backed-off jobs, long-running live
-        # jobs): look further, resuming where the last poll stopped, a bounded number of pages.
+        # The head holds nothing claimable (backed-off retries, checkers not due, live leases). Fresh
+        # jobs are at the other end: one page from there finds them whatever the size of the wall.
+        newest = self._store.query(STATUS_CREATED_INDEX, status, limit=self._page_size, newest_first=True)
+        found = [j for j in map(_parsed, newest.items) if j is not None and claimable(j)]
+        if found or newest.next is None:
+            return found
+        # Still nothing: a due job in the middle (a retry whose backoff ran out while younger ones
+        # still wait). Look further, resuming where the last look stopped, a bounded number of pages.
         cursor: Cursor | None = self._cursors.get(status) or head_next
         for _ in range(self._max_pages - 1):
             jobs, cursor = self._status_page(status, cursor)
@@ -321,6 +355,40 @@ class JobQueue:
             if found or cursor is None:
                 break
         return found
+
+    def _priority_lane(self) -> list[Job]:
+        """One page of PENDING jobs above the default priority, highest first (StatusPriorityIndex);
+        none when the table has no usable index (the look then orders only what it read by priority).
+        Whether the index exists is learnt by using it, which costs no request of its own, and checked
+        again every INDEX_RETRY_SECONDS while it is not usable (an index added online, or dropped)."""
+        now = self._clock()
+        if self._priority_index is False and self._priority_retry_at and now < self._priority_retry_at:
+            return []
+        try:
+            page = self._store.query(
+                STATUS_PRIORITY_INDEX,
+                Status.PENDING,
+                limit=self._page_size,
+                newest_first=True,
+                range_from=PRIORITY_LANE_FROM,
+            )
+        except StoreError as exc:
+            if exc.retryable:
+                raise
+            if self._priority_index is not False:
+                _log.info(
+                    "priority index not usable: priority orders only the jobs read by age",
+                    index=STATUS_PRIORITY_INDEX,
+                    code=exc.code,
+                    retry_in=INDEX_RETRY_SECONDS,
+                )
+            self._priority_index = False
+            self._priority_retry_at = now + timedelta(seconds=INDEX_RETRY_SECONDS)
+            return []
+        if self._priority_index is not True:
+            _log.info("priority index in use", index=STATUS_PRIORITY_INDEX)
+            self._priority_index = True
+        return [job for job in map(_parsed, page.items) if job is not None]
 
     # ---- producer side ---------------------------------------------------------------------------
 

@@ -16,12 +16,21 @@ DEMO_MIN_SECONDS = 10.0
 
 def cmd_create_tables(args: argparse.Namespace) -> int:
     built = settings(args)
+    specs = table_specs(built, priority_index=args.with_priority_index)
     try:
-        outcomes = ensure_tables(admin_client(built), table_specs(built))
+        outcomes = ensure_tables(admin_client(built), specs, wait_seconds=args.wait_seconds)
     except SchemaMismatch as exc:
         return fail(str(exc), PROBLEMS)
+    except TimeoutError as exc:
+        return fail(
+            f"{exc}: a new index on a large table takes a while to build (pollers use it once it is "
+            "ACTIVE); run the same command again to go on waiting",
+            REFUSED,
+        )
     for outcome in outcomes:
-        print(f"{outcome.name}: {'created' if outcome.created else 'exists, verified'}")
+        done = "created" if outcome.created else "exists, verified"
+        added = "".join(f"; index {name} added online" for name in outcome.indexes_added)
+        print(f"{outcome.name}: {done}{added}")
     return OK
 
 
@@ -52,8 +61,21 @@ def cmd_fake_anthropic(args: argparse.Namespace) -> int:
 
 
 def register(commands: Registry) -> None:
-    commands.add(
+    create = commands.add(
         "create-tables", cmd_create_tables, "create or verify the Delphi tables (idempotent)", "setup"
+    )
+    create.add_argument(
+        "--with-priority-index",
+        action="store_true",
+        help="also create the optional StatusPriorityIndex (status/priority), adding it online to an "
+        "existing job table: high-priority jobs are then found whatever the backlog (docs/poller.md)",
+    )
+    create.add_argument(
+        "--wait-seconds",
+        type=bounded(float, 1.0),
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for tables and indexes to become ACTIVE (default 600)",
     )
 
     demo = commands.add(

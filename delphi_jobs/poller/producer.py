@@ -192,9 +192,9 @@ class Producer:
         self._log.debug("candidates", found=len(found), seconds=round(self._monotonic() - started, 4))
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
         # Several pollers see the same page: shuffle the best few so they spread out instead of all
-        # racing for the first one.
-        top = self._settings.max_workers
-        return random.sample(found[:top], len(found[:top])) + found[top:]
+        # racing for the first one; only among equals, so a higher priority still goes first.
+        best = [job for job in found[: self._settings.max_workers] if job.priority == found[0].priority]
+        return random.sample(best, len(best)) + found[len(best) :]
 
     def _note_lost(self, job: Job, lost: Lost) -> None:
         """A lost claim is normal (someone else won) unless the record did not change at all: then our

@@ -33,7 +33,7 @@ from delphi_jobs.store.base import (
     TableMissing,
     Written,
 )
-from delphi_jobs.tables import JOB_INDEXES
+from delphi_jobs.tables import QUERYABLE_INDEXES
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -57,7 +57,7 @@ _RETRYABLE_CODES = frozenset(
         "LimitExceededException",
     }
 )
-_INDEX_KEYS = {name: key for name, key in JOB_INDEXES}
+_INDEX_KEYS = {name: key for name, key in QUERYABLE_INDEXES}
 
 
 class _Expression:

@@ -5,6 +5,8 @@ are atomic, an update of a missing item creates it (UpdateItem upserts), numbers
 ``Decimal``, a GSI holds only items whose key attributes exist with the declared type, a GSI key
 attribute can never be written as an empty string or with the wrong type, and an item may not exceed
 400 KB. The shared store suite (tests/lifecycle) holds it to the same behaviour as the real servers.
+Like a real table, it has the optional StatusPriorityIndex or not (``with_priority_index``); a query of
+an index the table lacks is refused as DynamoDB refuses it (ValidationException).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from delphi_jobs.store.base import (
     Written,
     item_size,
 )
-from delphi_jobs.tables import JOB_INDEXES
+from delphi_jobs.tables import JOB_INDEXES, PRIORITY_INDEX, QUERYABLE_INDEXES, Key
 
-_INDEX_KEYS = {name: key for name, key in JOB_INDEXES}
+_INDEX_KEYS = {name: key for name, key in QUERYABLE_INDEXES}
 
 
 def _number(value: int | Decimal) -> Decimal:
@@ -97,9 +99,9 @@ def _holds(item: Item | None, condition: Condition) -> bool:
     raise TypeError(f"unknown condition {condition!r}")
 
 
-def _check(item: Item) -> None:
+def _check(item: Item, indexes: Sequence[tuple[str, Key]]) -> None:
     """The validations DynamoDB applies to every write of a job item."""
-    for index, key in JOB_INDEXES:
+    for index, key in indexes:
         for attribute, declared in key.attributes():
             if attribute not in item:
                 continue
@@ -122,8 +124,9 @@ def _check(item: Item) -> None:
 
 
 class MemoryJobStore:
-    def __init__(self, table: str = "memory") -> None:
+    def __init__(self, table: str = "memory", *, with_priority_index: bool = False) -> None:
         self._table = table
+        self._indexes = (*JOB_INDEXES, PRIORITY_INDEX) if with_priority_index else JOB_INDEXES
         self._items: dict[str, Item] = {}
         self._lock = threading.Lock()
 
@@ -139,6 +142,11 @@ class MemoryJobStore:
     def _indexed(self, index: str, key: str, range_from: Any, range_to: Any) -> list[tuple[Any, str, Item]]:
         if index not in _INDEX_KEYS:
             raise ValueError(f"unknown index {index!r}")
+        if index not in dict(self._indexes):
+            raise InvalidRequest(
+                f"ValidationException: the table does not have the specified index: {index}",
+                "ValidationException",
+            )
         spec = _INDEX_KEYS[index]
         (hash_name, hash_kind), (range_name, range_kind) = spec.attributes()
         low = None if range_from is None else _normalise(range_from)
@@ -204,7 +212,7 @@ class MemoryJobStore:
                 raise JobExists(
                     f"a job with id {stored['job_id']!r} exists", "ConditionalCheckFailedException"
                 )
-            _check(stored)
+            _check(stored, self._indexes)
             self._items[stored["job_id"]] = stored
             return Written(copy.deepcopy(stored))
 
@@ -216,7 +224,7 @@ class MemoryJobStore:
         updated.update(_normalise(change.assigned()))
         for name in change.removed():
             updated.pop(name, None)
-        _check(updated)
+        _check(updated, self._indexes)
         return updated
 
     def update(self, job_id: str, change: Change) -> Written | Lost:
@@ -239,7 +247,7 @@ class MemoryJobStore:
                     f"a job with one of the ids {', '.join(taken)} exists", "ConditionalCheckFailed"
                 )
             for item in new_items:
-                _check(item)
+                _check(item, self._indexes)
             self._items[job_id] = result
             for item in new_items:
                 self._items[item["job_id"]] = item
