@@ -7,7 +7,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -345,17 +345,23 @@ def test_history_keeps_the_newest_hundred(queue: JobQueue) -> None:
 
 def test_lost_worker_consumes_an_attempt_after_a_backoff(store: JobStore) -> None:
     """One budget for retries and lost workers: a reclaim counts as an attempt and waits the backoff."""
-    queue = JobQueue(store, retry_base=1.0)  # the first reclaim waits 0.5 s after the lease ran out
+    clock = [datetime(2030, 1, 1, tzinfo=UTC)]
+
+    def later(seconds: float) -> None:
+        clock[0] += timedelta(seconds=seconds)
+
+    # The first reclaim waits 0.5 s after the lease ran out.
+    queue = JobQueue(store, retry_base=1.0, clock=lambda: clock[0])
     queue.enqueue({"job_id": "lost", "conversation_id": "1", "max_retries": 1})
     claim_one(queue, "w-dead", lease=0.1)
-    time.sleep(0.25)
+    later(0.25)
     [job] = queue.list_by_status("PROCESSING")
     assert queue.find_candidates() == [] and isinstance(queue.claim(job, "w-early", 30), Lost)
-    time.sleep(0.5)
+    later(0.5)
     again = claim_one(queue, "w-2", lease=0.1)
     assert again.reclaimed and (again.job.retry_count, again.job.reclaim_count) == (1, 1)
     assert poison_reason(again) is None
-    time.sleep(0.2 + 1.0)  # the second reclaim waits a full base
+    later(0.2 + 1.0)  # the second reclaim waits a full base
     last = claim_one(queue, "w-3")
     assert last.job.retry_count == 2 and poison_reason(last), "max_retries 1: no third run"
 
