@@ -52,7 +52,7 @@ from delphi_jobs.model import (
     utcnow,
 )
 from delphi_jobs.redact import scrub, scrub_value
-from delphi_jobs.states import TRANSITIONS, Guard, InvalidStateError, Status, transition
+from delphi_jobs.states import TRANSITIONS, Guard, InvalidStateError, Status, operator_actions, transition
 from delphi_jobs.store import (
     MAX_ITEM_BYTES,
     Change,
@@ -233,6 +233,11 @@ class JobQueue:
         self._priority_index: bool | None = None
         """Whether StatusPriorityIndex answered the last time it was asked (None: never asked)."""
         self._priority_retry_at: datetime | None = None
+
+    def allowed_actions(self, status: str) -> tuple[str, ...]:
+        """What an operator may do to a job in ``status`` here: the state table's actions, less
+        pausing under DELPHI_LEGACY_STATUSES."""
+        return tuple(a for a in operator_actions(status) if not (self._legacy and a == "pause"))
 
     @classmethod
     def for_settings(cls, store: JobStore, settings: Settings, *, clock: Clock = utcnow) -> JobQueue:

@@ -25,7 +25,7 @@ from delphi_jobs.ops.context import OpsContext
 from delphi_jobs.ops.errors import Busy, Invalid, NotFound, Refused
 from delphi_jobs.ops.views import JobSummary, decoded_attributes, jsonable, summarize
 from delphi_jobs.queue import JobChanging, JobNotFound, OperatorResult
-from delphi_jobs.states import InvalidStateError, Status, operator_actions
+from delphi_jobs.states import InvalidStateError, Status
 from delphi_jobs.store import Cursor, JobExists
 from delphi_jobs.tables import (
     CONVERSATION_INDEX,
@@ -441,7 +441,7 @@ def show(ctx: OpsContext, job_id: str) -> JobDetail:
         history=job.history,
         links=links,
         lease_expired=expired,
-        allowed_actions=operator_actions(job.status),
+        allowed_actions=ctx.queue.allowed_actions(job.status),
         problems=job.problems,
     )
 

@@ -389,6 +389,8 @@ def test_legacy_statuses_write_a_cancel_as_failed_and_refuse_pausing(store: JobS
     queue.enqueue({"job_id": "lc2", "conversation_id": "1"})
     with pytest.raises(InvalidStateError, match=r"pausing is disabled .*DELPHI_LEGACY_STATUSES"):
         queue.pause("lc2")
+    assert "pause" not in queue.allowed_actions("PENDING"), "offered to operators only where it works"
+    assert "pause" in JobQueue(store).allowed_actions("PENDING")
     claim = claim_one(queue)
     assert queue.cancel("lc2", "stop it").requested
     assert queue.finish(claim, Status.CANCELLED, error_message="cancelled: stop it") == Status.FAILED
