@@ -1,4 +1,5 @@
-"""``python -m bench NAME|all [--profile ci|full] [--out FILE]``: run benchmarks, print one JSON document."""
+"""``python -m bench NAME|all [--profile ci|full] [--out FILE] [--cells PxW,...]``: run benchmarks,
+print one JSON document."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def warm_up(server: Server, jobs: int) -> None:
         plain_loop(tables, make_client(tables.settings), threads=2)
 
 
+def cells(text: str) -> list[tuple[int, int]]:
+    """``1x1,1x4,4x4`` -> [(1, 1), (1, 4), (4, 4)]: processes x workers."""
+    try:
+        found = [tuple(int(n) for n in cell.split("x")) for cell in text.split(",")]
+    except ValueError:
+        found = []
+    if not found or any(len(cell) != 2 or min(cell) < 1 for cell in found):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PxW[,PxW...], e.g. 1x1,1x4")
+    return [(cell[0], cell[1]) for cell in found]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="+", choices=[*BENCHMARKS, "all"], metavar="NAME|all")
@@ -55,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="create every table set with `delphi-jobs create-tables FLAGS` (e.g. an index option)",
     )
+    parser.add_argument(
+        "--cells",
+        type=cells,
+        help="throughput only: these processes x workers cells (e.g. 1x1,1x4) instead of the profile's grid",
+    )
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if "all" in args.names else list(dict.fromkeys(args.names))
     document: dict[str, Any] = {"profile": args.profile, "machine": machine(), "benchmarks": {}}
@@ -64,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Server(HEAP[args.profile], shlex.split(args.table_flags)) as server,
         tempfile.TemporaryDirectory(prefix="bench-") as scratch,
     ):
-        context = Context(server, args.profile, Path(scratch))
+        context = Context(server, args.profile, Path(scratch), args.cells)
         warm_up(server, WARM_UP_JOBS[args.profile])
         for name in names:
             log(f"{name} ({args.profile})")

@@ -330,11 +330,13 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Context:
-    """What a benchmark gets: the server, the profile's name and a scratch folder for poller files."""
+    """What a benchmark gets: the server, the profile's name, a scratch folder for poller files and
+    the throughput cells asked for on the command line (``--cells``; None: the profile's grid)."""
 
     server: Server
     profile: str
     scratch: Path
+    cells: list[tuple[int, int]] | None = None
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def folder(self, name: str) -> Path:

@@ -46,19 +46,21 @@ MODES: dict[str, Callable[[], dict[str, Any]]] = {"inprocess": noop_job, "subpro
 
 def run(ctx: Context) -> dict[str, Any]:
     p = PROFILES[ctx.profile]
+    grid = ctx.cells or [(processes, workers) for processes in p["processes"] for workers in p["workers"]]
+    if ctx.cells:  # the result says which cells were asked for instead of the profile's grid
+        p = p | {"cells": grid}
     ceiling = {
         str(threads): repeat(p["reps"], partial(_plain, ctx, p["ceiling_jobs"], threads))
         for threads in p["ceiling_threads"]
     }
     cells = []
-    for processes in p["processes"]:
-        for workers in p["workers"]:
-            cell = _cell(ctx, p, processes, workers)
-            log(
-                f"throughput {processes}x{workers}: "
-                + ", ".join(f"{m} {cell[m]['jobs_per_s']:.1f}/s ({cell[m]['x_ceiling']:.2f}x)" for m in MODES)
-            )
-            cells.append(cell)
+    for processes, workers in grid:
+        cell = _cell(ctx, p, processes, workers)
+        log(
+            f"throughput {processes}x{workers}: "
+            + ", ".join(f"{m} {cell[m]['jobs_per_s']:.1f}/s ({cell[m]['x_ceiling']:.2f}x)" for m in MODES)
+        )
+        cells.append(cell)
     return {"params": p, "ceiling": ceiling, "cells": cells}
 
 
