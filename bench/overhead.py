@@ -5,7 +5,8 @@
   what starting and reaping the job's process costs, set against a bare ``Popen(["/bin/true"]).wait()``
   timed here.
 - Resident memory (VmRSS from /proc) of a 4-worker poller when idle and after each round of jobs,
-  10,000 in the full profile, then a round of ``/bin/true`` jobs: it should stay flat.
+  10,000 in the full profile, then a round of ``/bin/true`` jobs: it should stay flat. The processes
+  below it (its child guard, started by the first ``/bin/true`` job) are measured beside it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _memory(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     with ctx.server.tables() as tables, Fleet(tables, folder, 1, *flags(0.5, p["memory_workers"])) as fleet:
         fleet.wait_polling()
         poller = fleet.pollers[0]
-        series = [{"jobs": 0, "mode": "idle", "rss_mb": r(poller.rss(), 1)}]
+        series = [{"jobs": 0, "mode": "idle"} | _rss(poller)]
         done = 0
         rounds = [(n, "inprocess", noop_job) for n in p["memory_rounds"]]
         rounds.append((p["memory_subprocess"], "subprocess", true_job))
@@ -85,6 +86,10 @@ def _memory(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             tables.load([make() for _ in range(count)])
             tables.wait_drained(timeout=120 + count, every=1.0)
             done += count
-            series.append({"jobs": done, "mode": mode, "rss_mb": r(poller.rss(), 1)})
-            log(f"overhead: RSS {series[-1]['rss_mb']} MB after {done} jobs")
+            series.append({"jobs": done, "mode": mode} | _rss(poller))
+            log(f"overhead: RSS {series[-1]} after {done} jobs")
     return {"workers": p["memory_workers"], "series": series}
+
+
+def _rss(poller: Poller) -> dict[str, float]:
+    return {"rss_mb": r(poller.rss(), 1), "children_rss_mb": r(poller.children_rss(), 1)}

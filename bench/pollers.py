@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.harness import REPO, Tables, cpu_seconds, rss_mb
 from bench.noop import SPEC as NOOP_SPEC
 from delphi_jobs import requestlog
+from delphi_jobs.childguard import descendants
 
 
 class Poller:
@@ -67,6 +68,11 @@ class Poller:
 
     def rss(self) -> float:
         return rss_mb(self.pid)
+
+    def children_rss(self) -> float:
+        """VmRSS of every live process below the poller: its child guard once a FULL_PIPELINE job ran
+        (a long-lived part of the poller since issue 12), and any command still running."""
+        return sum(rss_mb(pid) for pid in descendants(self.pid))
 
     def wait(self, timeout: float) -> None:
         """Until the poller exits on its own (--max-jobs, --exit-when-idle); it must exit 0."""

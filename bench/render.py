@@ -4,7 +4,8 @@
 
 Replaces what lies between the ``<!-- bench:results -->`` and ``<!-- /bench:results -->`` markers, so
 the prose around the tables stays as written. Several result files are merged (a benchmark re-run on
-its own replaces the earlier file's; the machine is the first file's). With ``--before``, the headline
+its own replaces the earlier file's, one run with other ``--table-flags`` is shown beside it; the
+machine is the first file's, and a section from another run says which). With ``--before``, the headline
 table shows both runs side by side (a re-run after a change against the committed baseline).
 """
 
@@ -39,6 +40,25 @@ def ratio(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
+def merge(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One document from result files: the first file's machine; a later file's benchmark replaces
+    an earlier one run on tables made the same way, and is kept beside one run on other tables (a
+    benchmark with and without ``--table-flags``). Each result says which run it came from."""
+    doc: dict[str, Any] = {**docs[0], "benchmarks": {}}
+    for one in docs:
+        flags, m = one.get("table_flags", ""), one["machine"]
+        for name, result in one["benchmarks"].items():
+            key = f"{name} {flags}" if flags else name
+            doc["benchmarks"][key] = result | {"table_flags": flags, "run": f"{m['commit']}, {m['date']}"}
+    return doc
+
+
+def _variants(doc: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(table flags, result) of each measured run of benchmark ``name``, plain tables first."""
+    found = [(r["table_flags"], r) for key, r in _measured(doc).items() if key.split(" ", 1)[0] == name]
+    return sorted(found, key=lambda variant: variant[0])
 
 
 def _measured(doc: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +100,10 @@ def headline(doc: dict[str, Any]) -> dict[str, str]:
         found["RSS growth from the first to the last round (MB)"] = num(
             jobs_done[-1]["rss_mb"] - jobs_done[0]["rss_mb"]
         )
+        if "children_rss_mb" in series[-1]:  # measured since the child guard outlives a job
+            found["RSS of that poller with its child guard, after /bin/true jobs (MB)"] = num(
+                series[-1]["rss_mb"] + series[-1]["children_rss_mb"]
+            )
     idle = _idle(doc)
     if idle:
         found["idle calls/s per poller at --interval 2 (most workers)"] = num(idle[0], 2)
@@ -102,10 +126,10 @@ def headline(doc: dict[str, Any]) -> dict[str, str]:
         found["original strategy vs ours at the largest backlog"] = ratio(
             max(rows, key=lambda row: row["pending"])["original_over_ours"]
         )
-    if "priority" in b:
-        pri, ret = b["priority"]["priority"], b["priority"]["behind_retries"]
-        found[f"polls to claim priority 90 behind {pri['wall']:,}"] = _polls(pri)
-        found[f"polls to claim a due job behind {ret['wall']:,} retries"] = _polls(ret)
+    for flags, result in _variants(doc, "priority"):
+        pri, ret, tables = result["priority"], result["behind_retries"], f" (`{flags}`)" if flags else ""
+        found[f"polls to claim priority 90 behind {pri['wall']:,}{tables}"] = _polls(pri)
+        found[f"polls to claim a due job behind {ret['wall']:,} retries{tables}"] = _polls(ret)
     return found
 
 
@@ -120,6 +144,7 @@ TARGETS = [  # (start of a headline measure, issue 12's target)
     ("/bin/true job over bare Popen", "< 10"),
     ("RSS of a 4-worker poller", "< 100"),
     ("RSS growth", "flat"),
+    ("RSS of that poller with its child guard", "< 100"),
     ("idle calls/s per poller", "<= 1"),
     ("idle calls/s, most workers", "1.00x"),
     ("1 poller x 4 workers, in-process", ">= 0.8x"),
@@ -261,8 +286,11 @@ def render_overhead(result: dict[str, Any]) -> str:
         ],
     )
     memory = table(
-        ["jobs done", "last round", "VmRSS MB"],
-        [(f"{p['jobs']:,}", p["mode"], num(p["rss_mb"])) for p in result["memory"]["series"]],
+        ["jobs done", "last round", "VmRSS MB", "processes below it (its child guard) MB"],
+        [
+            (f"{p['jobs']:,}", p["mode"], num(p["rss_mb"]), num(p.get("children_rss_mb")))
+            for p in result["memory"]["series"]
+        ],
     )
     return f"{jobs}\n\nResident memory of one {result['memory']['workers']}-worker poller:\n\n{memory}"
 
@@ -307,11 +335,18 @@ def render(doc: dict[str, Any], before: dict[str, Any] | None = None) -> str:
         "",
         render_headline(doc, before),
     ]
+    first_run = f"{doc['machine']['commit']}, {doc['machine']['date']}"
     for name, (title, render_one) in SECTIONS.items():
-        if name in doc["benchmarks"]:
-            result = doc["benchmarks"][name]
+        for key, result in sorted(doc["benchmarks"].items()):
+            if key.split(" ", 1)[0] != name:
+                continue
+            flags = result.get("table_flags")
+            heading = f"{title}, tables by `create-tables {flags}`" if flags else title
             body = f"Failed: {result['error']}" if "error" in result else render_one(result)
-            parts += ["", f"### {title}", "", body, "", f"({result['seconds']:.0f} s)"]
+            footer = f"{result['seconds']:.0f} s, load average {result['load_average_start']:.1f} at start"
+            if result.get("run", first_run) != first_run:
+                footer += f"; run {result['run']}"
+            parts += ["", f"### {heading}", "", body, "", f"({footer})"]
     return "\n".join(parts)
 
 
@@ -321,10 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, help="an earlier result file to compare the headline with")
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
-    doc = json.loads(args.results[0].read_text())
-    for more in args.results[1:]:
-        doc["benchmarks"].update(json.loads(more.read_text())["benchmarks"])
-    before = json.loads(args.before.read_text()) if args.before else None
+    doc = merge([json.loads(path.read_text()) for path in args.results])
+    before = merge([json.loads(args.before.read_text())]) if args.before else None
     text = args.doc.read_text()
     if BEGIN not in text or END not in text:
         print(f"{args.doc}: markers {BEGIN} and {END} not found", file=sys.stderr)
