@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -159,12 +160,26 @@ def _target(measure: str) -> str:
     return next((target for start, target in TARGETS if measure.startswith(start)), "")
 
 
+def _leading_number(text: str) -> float | None:
+    found = re.match(r"([\d,]+(?:\.\d+)?)x?(?:\s|$)", text)
+    return float(found.group(1).replace(",", "")) if found else None
+
+
+def _change(then: str, now: str) -> str:
+    """after / before, where both are numbers (a measure's own unit cancels out)."""
+    a, b = _leading_number(then), _leading_number(now)
+    return ratio(b / a) if a and b is not None else "-"
+
+
 def render_headline(doc: dict[str, Any], before: dict[str, Any] | None) -> str:
     now = headline(doc)
     if before:
         then = headline(before)
-        rows = [(key, then.get(key, "-"), value, _target(key)) for key, value in now.items()]
-        return table(["measure", "before", "after", "target (issue 12)"], rows)
+        rows = [
+            (key, then.get(key, "-"), value, _change(then.get(key, "-"), value), _target(key))
+            for key, value in now.items()
+        ]
+        return table(["measure", "before", "after", "after / before", "target (issue 12)"], rows)
     return table(["measure", "measured", "target (issue 12)"], [(k, v, _target(k)) for k, v in now.items()])
 
 
