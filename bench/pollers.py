@@ -8,13 +8,14 @@ jobs as ``/bin/true`` (``DELPHI_PIPELINE_COMMAND``), so one set of pollers serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,7 +65,10 @@ class Poller:
         return requestlog.read(str(self.calls_path)) if self.calls_path.exists() else []
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """The poller's CPU with its reaped children's and that of the processes still below it: the
+        child guard lives as long as the poller, so its CPU (and that of the commands it reaped) is
+        never in the poller's own account."""
+        return cpu_seconds(self.pid) + sum(_below(self.pid, cpu_seconds))
 
     def rss(self) -> float:
         return rss_mb(self.pid)
@@ -72,7 +76,7 @@ class Poller:
     def children_rss(self) -> float:
         """VmRSS of every live process below the poller: its child guard once a FULL_PIPELINE job ran
         (a long-lived part of the poller since issue 12), and any command still running."""
-        return sum(rss_mb(pid) for pid in descendants(self.pid))
+        return sum(_below(self.pid, rss_mb))
 
     def wait(self, timeout: float) -> None:
         """Until the poller exits on its own (--max-jobs, --exit-when-idle); it must exit 0."""
@@ -94,6 +98,16 @@ class Poller:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _below(pid: int, measure: Callable[[int], float]) -> list[float]:
+    """``measure`` of every live process below ``pid``; one that ends meanwhile (a job's command)
+    is left out."""
+    found = []
+    for child in descendants(pid):
+        with contextlib.suppress(OSError, RuntimeError):
+            found.append(measure(child))
+    return found
 
 
 class Fleet:
