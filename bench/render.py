@@ -165,8 +165,11 @@ def _leading_number(text: str) -> float | None:
     return float(found.group(1).replace(",", "")) if found else None
 
 
-def _change(then: str, now: str) -> str:
-    """after / before, where both are numbers (a measure's own unit cancels out)."""
+def _change(measure: str, then: str, now: str) -> str:
+    """after / before, where both are numbers (a measure's own unit cancels out) and a ratio means
+    something (not of a growth that should be zero)."""
+    if measure.startswith("RSS growth"):
+        return "-"
     a, b = _leading_number(then), _leading_number(now)
     return ratio(b / a) if a and b is not None else "-"
 
@@ -176,7 +179,7 @@ def render_headline(doc: dict[str, Any], before: dict[str, Any] | None) -> str:
     if before:
         then = headline(before)
         rows = [
-            (key, then.get(key, "-"), value, _change(then.get(key, "-"), value), _target(key))
+            (key, then.get(key, "-"), value, _change(key, then.get(key, "-"), value), _target(key))
             for key, value in now.items()
         ]
         return table(["measure", "before", "after", "after / before", "target (issue 12)"], rows)
