@@ -46,11 +46,13 @@ KILL_ROUNDS = 100
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+"""Loaded once: a forked child calls prctl before exec, where every millisecond is a job's start."""
+
+
 def _prctl(option: int, value: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(option, value, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+    if _libc is not None and _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def _read(path: str) -> bytes:

@@ -53,7 +53,9 @@ def configure(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line (message and newline together): job lines from print_line go to the same
+        # stream from other threads, and a line split in two writes could take one in its middle.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
