@@ -274,13 +274,21 @@ class JobQueue:
                 break
         return jobs[:limit]
 
-    def conversation_jobs(self, conversation_id: str, *, limit: int = 200) -> list[Job]:
-        """A conversation's jobs, newest first, at most ``limit`` (ConversationIndex, never a Scan)."""
+    def conversation_jobs(
+        self, conversation_id: str, *, limit: int = 200, attributes: Sequence[str] | None = None
+    ) -> list[Job]:
+        """A conversation's jobs, newest first, at most ``limit`` (ConversationIndex, never a Scan);
+        with ``attributes``, jobs parsed from only those attributes (a cheap look at many jobs)."""
         jobs: list[Job] = []
         cursor: Cursor | None = None
         while len(jobs) < limit:
             page = self._store.query(
-                CONVERSATION_INDEX, conversation_id, limit=min(100, limit), start=cursor, newest_first=True
+                CONVERSATION_INDEX,
+                conversation_id,
+                limit=min(100, limit),
+                start=cursor,
+                newest_first=True,
+                attributes=attributes,
             )
             jobs += [job for job in map(_parsed, page.items) if job is not None]
             cursor = page.next

@@ -17,21 +17,28 @@ A paid batch must never be submitted twice by accident (defect 5). Before submit
 The Anthropic API cannot say whose a batch is: a listed batch shows only its size and times. Two
 reports of one conversation (same size) whose creates overlapped, with neither id recorded, could not
 be told apart (issue 11 item 7: a recovery adopting the other's batch, or failing both and stranding
-them). So a conversation's reports take turns: before planning, a job writes ``{"queued_at"}`` as its
-marker, then reads (consistently) the markers of the conversation's other CREATE jobs; while any of
-them may be creating a batch or holds one it has not recorded (an unrecorded marker younger than
-TURN_HORIZON), it gives the turn back (marker removed in the same write) and looks again later
-(AWAITING_RECHECK, no attempt spent). Of two jobs that queue at once, the one reading last sees the
-other, so no two create at once; a job that passed holds its marker until its batch id is recorded, so
-a recovery only ever finds its own batch among the conversation's. A queued marker (no ``started_at``)
-found by a later run means nothing was created: that run queues again.
+them). So a conversation's reports take turns, in two steps:
+
+1. In line: the job writes ``{"queued_at", "ticket"}`` (the ticket: when it first queued) and looks at
+   the conversation's other CREATE jobs through the index. While one holds the turn (a started marker,
+   below) or has an older ticket and still waits, it goes AWAITING_RECHECK (no attempt spent) keeping
+   its ticket, and looks again after about a second per job ahead of it. Cheap, and only for order:
+   the line keeps many reports from contending at once.
+2. The turn: after planning, the job writes ``{"started_at", "requests", "ticket"}`` and reads the other
+   jobs again, each with a consistent read. Should another hold a started marker, it goes back in line
+   (step 1, same ticket); otherwise it creates. Of two jobs that write started markers at once, the one
+   reading last sees the other's, so no two ever create at once.
+
+A started marker holds the turn until its batch id is recorded (or for TURN_HORIZON, the bound behind a
+job that died and is never rescued), so a recovery only ever finds its own batch among the
+conversation's. A queued marker found by a later run means nothing was created: that run queues again.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from delphi_jobs import faults
@@ -46,7 +53,7 @@ from delphi_jobs.handlers.base import (
     Stopped,
     StopReason,
 )
-from delphi_jobs.handlers.narrative_services import BatchCheck, NarrativeServices, Submission
+from delphi_jobs.handlers.narrative_services import BatchCheck, Contender, NarrativeServices, Submission
 from delphi_jobs.model import (
     AWAITING_NARRATIVE_BATCH,
     CREATE_NARRATIVE_BATCH,
@@ -72,8 +79,12 @@ TURN_HORIZON = CREATE_REACH + 2 * RECOVERY_SLACK
 """Another job's marker older than this no longer holds the conversation's turn: a batch created now
 lies outside its recovery window, and its batch outside ours, even with the two pollers' clocks
 RECOVERY_SLACK apart. Bounds the wait behind a job that died and is not rescued."""
+QUEUE_HORIZON = timedelta(minutes=2)
+"""A queued marker older than this is not in line any more: a waiting job writes its marker again at
+every look, at most MAX_TURN_WAIT (jittered) apart."""
 MAX_TURN_WAIT = 30.0
-"""Seconds between two looks at whether the turn is free, at most (half the blocker's age, at least 1)."""
+"""Seconds between two looks at the line, at most: about one per job ahead, or half the age of the
+marker holding the turn (a job that died is rescued only after its lease), at least 1."""
 
 
 class AmbiguousSubmission(Exception):
@@ -87,9 +98,31 @@ class _Plan:
     """The job's state with the plan's section map and model."""
 
 
+class _TurnTaken(Exception):
+    """Another job of the conversation holds the turn: seen by the consistent read after our started
+    marker was written."""
+
+    def __init__(self, holders: list[Contender]) -> None:
+        super().__init__(", ".join(c.job_id for c in holders))
+        self.holders = holders
+
+
 def _may_have_created(state: Submission) -> bool:
     """A marker written just before a create (``started_at``): that create may have made a batch."""
     return bool(state.batch_submission and "started_at" in state.batch_submission)
+
+
+def _ticket(state: Submission) -> datetime:
+    """When the job first queued for its conversation's turn (now, if it never did)."""
+    marker = state.batch_submission or {}
+    for key in ("ticket", "queued_at", "started_at"):
+        try:
+            first = parse_timestamp(marker.get(key), f"batch_submission.{key}")
+        except JobValidationError:
+            continue
+        if first is not None:
+            return first
+    return utcnow()
 
 
 class CreateNarrativeBatchHandler:
@@ -153,18 +186,21 @@ class CreateNarrativeBatchHandler:
             # The checkpoint before anything is paid for: nothing submitted, nothing to recover.
             kept = plan.state if plan else state
             return Paused(replace(kept, batch_submission=None), note=f"paused before submitting: {pause}")
-        waiting = self._take_turn(ctx, state)
+        ticket = _ticket(state)
+        waiting = self._wait_in_line(ctx, state, ticket)
         if waiting:
             return waiting
         if plan is None:
             planned = self._planned(ctx, state, model)
             if isinstance(planned, Failed):
-                return replace(planned, state=replace(state, batch_submission=None))  # the turn, given back
+                return replace(planned, state=replace(state, batch_submission=None))  # out of the line
             plan = planned
         try:
-            state = self._submit(ctx, client, plan.state, plan.requests)
+            state = self._submit(ctx, client, plan.state, plan.requests, ticket)
+        except _TurnTaken as taken:
+            return self._later(ctx, plan.state, ticket, taken.holders, ahead=0)
         except BatchApiError as exc:
-            if exc.not_applied:  # no batch exists: the conversation's turn is given back
+            if exc.not_applied:  # no batch exists: the conversation's turn is free again
                 ctx.checkpoint(replace(plan.state, batch_submission=None))
             return Failed(f"batch not submitted: {exc}", retryable=exc.retryable)
         ctx.step(3, STEPS, "hand over", f"batch {state.batch_id}")
@@ -180,21 +216,43 @@ class CreateNarrativeBatchHandler:
             return Failed(f"no section of conversation {ctx.job.zid()} has comments to write about")
         return _Plan(requests, replace(state, section_map=section_map, model=model))
 
-    def _take_turn(self, ctx: JobContext, state: Submission) -> Recheck | None:
-        """Queue for the conversation's turn to submit (module docstring): None once it is ours (the
-        queued marker stays until the batch is recorded), else a Recheck that gives it back."""
-        queued = utcnow()
-        ctx.checkpoint(replace(state, batch_submission={"queued_at": format_timestamp(queued)}))
-        others = self._services.submissions_in_flight(ctx.job, queued - TURN_HORIZON)
-        if not others:
-            return None
-        age = (queued - min(others.values())).total_seconds()
-        delay = min(MAX_TURN_WAIT, max(1.0, age / 2)) * random.uniform(0.75, 1.25)
-        ctx.log.info(
-            f"waiting for the conversation's other report(s) {', '.join(sorted(others))} to record their "
-            f"batch before submitting; looking again in {delay:.1f}s"
+    def _contenders(self, job: Job, *, consistent: bool) -> list[Contender]:
+        now = utcnow()
+        return self._services.contenders(
+            job,
+            started_since=now - TURN_HORIZON,
+            queued_since=now - QUEUE_HORIZON,
+            now=now,
+            consistent=consistent,
         )
-        return Recheck(at=queued + timedelta(seconds=delay), state=replace(state, batch_submission=None))
+
+    def _wait_in_line(self, ctx: JobContext, state: Submission, ticket: datetime) -> Recheck | None:
+        """Step 1 of the turn (module docstring): None when nobody holds the turn and nobody queued
+        before us; else a Recheck that keeps our place in line."""
+        queued = {"queued_at": format_timestamp(utcnow()), "ticket": format_timestamp(ticket)}
+        ctx.checkpoint(replace(state, batch_submission=queued))
+        others = self._contenders(ctx.job, consistent=False)
+        holders = [c for c in others if c.started_at is not None]
+        ahead = sum(1 for c in others if c.started_at is None and c.ticket < (ticket, ctx.job.job_id))
+        if not holders and not ahead:
+            return None
+        return self._later(ctx, state, ticket, holders, ahead)
+
+    def _later(
+        self, ctx: JobContext, state: Submission, ticket: datetime, holders: list[Contender], ahead: int
+    ) -> Recheck:
+        """Back in line with our ticket: AWAITING_RECHECK (no attempt spent), due again after about a
+        second per job ahead, or half the age of the oldest marker holding the turn."""
+        now = utcnow()
+        ages = [(now - c.started_at).total_seconds() / 2 for c in holders if c.started_at is not None]
+        delay = min(MAX_TURN_WAIT, max([1.0, float(ahead), *ages])) * random.uniform(0.75, 1.25)
+        held = f"held by {', '.join(c.job_id for c in holders)}" if holders else "free"
+        ctx.log.info(
+            f"waiting for the conversation's turn to submit (turn {held}; {ahead} report(s) ahead in line); "
+            f"looking again in {delay:.1f}s"
+        )
+        queued = {"queued_at": format_timestamp(now), "ticket": format_timestamp(ticket)}
+        return Recheck(at=now + timedelta(seconds=delay), state=replace(state, batch_submission=queued))
 
     @staticmethod
     def _cancel_batch(ctx: JobContext, client: BatchClient, batch_id: str) -> None:
@@ -274,11 +332,20 @@ class CreateNarrativeBatchHandler:
         client: BatchClient,
         state: Submission,
         requests: list[dict[str, Any]],
+        ticket: datetime,
     ) -> Submission:
-        """Marker first (fenced), then the paid call, then the id: see the module docstring."""
-        marker = {"started_at": format_timestamp(utcnow()), "requests": len(requests)}
+        """The started marker (fenced) and step 2 of the turn, then the paid call, then the id: see the
+        module docstring. Raises _TurnTaken when another job of the conversation holds the turn."""
+        marker = {
+            "started_at": format_timestamp(utcnow()),
+            "requests": len(requests),
+            "ticket": format_timestamp(ticket),
+        }
         state = replace(state, batch_submission=marker)
         ctx.checkpoint(state)
+        holders = [c for c in self._contenders(ctx.job, consistent=True) if c.started_at is not None]
+        if holders:
+            raise _TurnTaken(holders)
         ctx.step(2, STEPS, "submit", f"submitting {len(requests)} requests to model {state.model}")
         faults.point("before_submit")
         info = client.create(requests)

@@ -25,7 +25,7 @@ from delphi_jobs.model import (
 from delphi_jobs.narrative.batch_client import BatchClient
 from delphi_jobs.queue import JobQueue
 from delphi_jobs.reports import NarrativeReportStore
-from delphi_jobs.states import TERMINAL, Status
+from delphi_jobs.states import Status
 from delphi_jobs.store import open_store
 from delphi_jobs.topic_tables import TopicStore
 
@@ -39,12 +39,47 @@ class Submission:
     twice (see create_narrative_batch.py)."""
 
     batch_submission: dict[str, Any] | None = document_field()
-    """``{"queued_at"}`` while the job takes its conversation's turn to submit, then ``{"started_at",
-    "requests"}`` written (fenced) just before the batch is created (create_narrative_batch.py)."""
+    """``{"queued_at", "ticket"}`` while the job waits for its conversation's turn to submit, then
+    ``{"started_at", "requests", "ticket"}`` written (fenced) just before the batch is created
+    (create_narrative_batch.py)."""
     section_map: dict[str, str] | None = string_map_field()
     """custom_id -> section name, never re-derived from the ids."""
     batch_id: str | None = text_field(external=True)
     model: str | None = text_field()
+
+
+TURN_ATTRIBUTES = ("job_id", "job_type", "status", "batch_id", "batch_submission", "lock_expires_at")
+"""What a look at a conversation's turn to submit reads of each of its jobs."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """Another CREATE job of the conversation, in line for its turn to submit or holding it."""
+
+    job_id: str
+    ticket: tuple[datetime, str]
+    """When it first queued, and its id: its place in the line."""
+    started_at: datetime | None
+    """When it was about to create a batch it has not recorded: it holds the turn. None: it waits."""
+
+
+def _contender(job: Job, started_since: datetime, queued_since: datetime, now: datetime) -> Contender | None:
+    """``job`` as a contender for its conversation's turn (NarrativeServices.contenders), or None."""
+    try:
+        marker = decode_state(Submission, job.item).batch_submission or {}
+        started = parse_timestamp(marker.get("started_at"), "batch_submission.started_at")
+        queued = parse_timestamp(marker.get("queued_at"), "batch_submission.queued_at")
+        first = parse_timestamp(marker.get("ticket"), "batch_submission.ticket")
+    except JobValidationError:
+        return None  # such a record fails validation and never runs its handler
+    if started is not None and started >= started_since:
+        return Contender(job.job_id, (first or started, job.job_id), started)
+    live = job.status == Status.AWAITING_RECHECK or (
+        job.status == Status.PROCESSING and job.lock_expires_at is not None and job.lock_expires_at >= now
+    )
+    if queued is not None and queued >= queued_since and live:
+        return Contender(job.job_id, (first or queued, job.job_id), None)
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,18 +158,28 @@ class NarrativeServices:
             if other.batch_id and other.job_id != job.job_id and other.batch_job_id != job.job_id
         }
 
-    def submissions_in_flight(self, job: Job, since: datetime) -> dict[str, datetime]:
-        """job_id -> marker time of the other CREATE jobs of ``job``'s conversation that may be creating
-        a batch now, or may have created one they have not recorded: a ``batch_submission`` marker
-        written at or after ``since``, no ``batch_id``. A terminal job's marker counts only once it was
-        about to create (``started_at``): one that was only queued never will.
+    def contenders(
+        self,
+        job: Job,
+        *,
+        started_since: datetime,
+        queued_since: datetime,
+        now: datetime,
+        consistent: bool,
+    ) -> list[Contender]:
+        """The other CREATE jobs of ``job``'s conversation that hold its turn to submit (a started
+        marker written since ``started_since`` and no ``batch_id``, whatever their status) or wait in
+        line for it (a queued marker written since ``queued_since`` by a job AWAITING_RECHECK, or
+        PROCESSING under a lease that has not run out). See create_narrative_batch.py.
 
-        The index finds the jobs; each candidate is then read with a consistent read, since the index
-        may not show a marker written a moment ago (create_narrative_batch.py relies on seeing it)."""
+        Without ``consistent``, the index's view, read cheaply (a few attributes): enough to keep the
+        line in order. With it, every job that may hold the turn is read again with a consistent read,
+        since the index may not show a marker written a moment ago: no two jobs create at once rests on
+        this read."""
         if not job.conversation_id:
-            return {}
-        found: dict[str, datetime] = {}
-        for listed in self.jobs.conversation_jobs(job.conversation_id):
+            return []
+        found: list[Contender] = []
+        for listed in self.jobs.conversation_jobs(job.conversation_id, attributes=TURN_ATTRIBUTES):
             if (
                 listed.job_id == job.job_id
                 or listed.job_type != CREATE_NARRATIVE_BATCH
@@ -142,18 +187,12 @@ class NarrativeServices:
                 or listed.batch_id
             ):
                 continue
-            other = self.jobs.get(listed.job_id)
+            other = self.jobs.get(listed.job_id) if consistent else listed
             if other is None or other.batch_id:
                 continue
-            try:
-                marker = decode_state(Submission, other.item).batch_submission or {}
-                queued = None if other.status in TERMINAL else marker.get("queued_at")
-                stamp = marker.get("started_at") or queued
-                when = parse_timestamp(stamp, "batch_submission")
-            except JobValidationError:
-                continue  # such a record fails validation and never runs its handler
-            if when is not None and when >= since:
-                found[other.job_id] = when
+            contender = _contender(other, started_since, queued_since, now)
+            if contender is not None:
+                found.append(contender)
         return found
 
     def choose_model(self, job: Job) -> ModelChoice:

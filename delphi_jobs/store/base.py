@@ -171,9 +171,11 @@ class JobStore(Protocol):
         newest_first: bool = False,
         range_from: Any = None,
         range_to: Any = None,
+        attributes: Sequence[str] | None = None,
     ) -> Page:
         """One page of a GSI: items whose hash key equals ``key``, ordered by the range key (bounded
-        by ``range_from``/``range_to`` inclusive when given)."""
+        by ``range_from``/``range_to`` inclusive when given); only ``attributes`` of each item when
+        given (a listing that needs a few small attributes of large items)."""
 
     def count(self, index: str, key: str, *, range_from: Any = None, range_to: Any = None) -> int:
         """How many items one GSI key holds, without reading them."""

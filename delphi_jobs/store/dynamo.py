@@ -167,7 +167,9 @@ class DynamoJobStore:
         item = response.get("Item")
         return from_item(item) if item else None
 
-    def _query_request(self, index: str, key: str, range_from: Any, range_to: Any) -> QueryInputTypeDef:
+    def _query_request(
+        self, index: str, key: str, range_from: Any, range_to: Any, attributes: Sequence[str] | None = None
+    ) -> QueryInputTypeDef:
         if index not in _INDEX_KEYS:
             raise ValueError(f"unknown index {index!r}")
         spec = _INDEX_KEYS[index]
@@ -181,6 +183,7 @@ class DynamoJobStore:
                 clause += f" AND {attribute} >= {expr.value(range_from)}"
             else:
                 clause += f" AND {attribute} <= {expr.value(range_to)}"
+        projection = ", ".join(expr.name(attribute) for attribute in attributes or ())
         request: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": index,
@@ -188,6 +191,8 @@ class DynamoJobStore:
             "ExpressionAttributeNames": expr.names,
             "ExpressionAttributeValues": expr.values,
         }
+        if projection:
+            request["ProjectionExpression"] = projection
         return request
 
     def query(
@@ -200,8 +205,9 @@ class DynamoJobStore:
         newest_first: bool = False,
         range_from: Any = None,
         range_to: Any = None,
+        attributes: Sequence[str] | None = None,
     ) -> Page:
-        request = self._query_request(index, key, range_from, range_to)
+        request = self._query_request(index, key, range_from, range_to, attributes)
         request["Limit"] = limit
         request["ScanIndexForward"] = not newest_first
         if start:

@@ -174,6 +174,7 @@ class MemoryJobStore:
         newest_first: bool = False,
         range_from: Any = None,
         range_to: Any = None,
+        attributes: Sequence[str] | None = None,
     ) -> Page:
         with self._lock:
             rows = self._indexed(index, key, range_from, range_to)
@@ -185,6 +186,8 @@ class MemoryJobStore:
                 rows = [r for r in rows if ((r[0], r[1]) < after if newest_first else (r[0], r[1]) > after)]
             page = rows[:limit]
             items = [copy.deepcopy(row[2]) for row in page]
+        if attributes is not None:
+            items = [{name: item[name] for name in attributes if name in item} for item in items]
         if len(rows) <= limit or not page:
             return Page(items, None)
         spec = _INDEX_KEYS[index]

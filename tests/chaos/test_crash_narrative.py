@@ -103,7 +103,7 @@ def test_two_reports_of_one_conversation_die_after_submitting(
     assert [proc.returncode for proc in procs] == [-9, -9]
     assert fake.create_calls == 2 and len(fake.batches) == 2
     waited = "".join(log.read_text() for log in logs)
-    assert "to record their batch before submitting" in waited, "the second report waited for its turn"
+    assert "waiting for the conversation's turn to submit" in waited, "the second report waited"
 
     run_until_terminal(pollers, lambda: terminal(queue, *parents), *LEASE, log=tmp_path / "recover.log")
     done = [queue.get(p) for p in parents]
@@ -117,3 +117,28 @@ def test_two_reports_of_one_conversation_die_after_submitting(
     for parent in done:
         assert parent is not None
         assert report_problem(env, str(parent.report_id), parent.item["section_map"]) is None
+
+
+def test_many_reports_of_one_conversation_each_get_their_turn(
+    env: Settings, fake: FakeAnthropic, tmp_path: Path
+) -> None:
+    """Twelve reports of one conversation at once on two pollers of four workers: the line keeps them
+    from contending for ever (a first version of the turns, without a line, livelocked in the full
+    soak); each report ends COMPLETED with a batch of its own, one create each."""
+    queue = JobQueue(open_store(env))
+    pollers = poller_env(env, tmp_path, **poller_extra(env))
+    parents = [submit_narrative(env, report_id=f"r_crowd_{i}") for i in range(12)]
+    logs = [tmp_path / f"crowd{i}.log" for i in range(2)]
+    procs = [start_poller(pollers, "--max-workers", "4", log=log) for log in logs]
+    try:
+        wait_for(lambda: terminal(queue, *parents), 120, "every report to be submitted")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    done = [queue.get(p) for p in parents]
+    assert all(job is not None and job.status == "COMPLETED" for job in done), [
+        job.error_message for job in done if job
+    ]
+    assert len({job.batch_id for job in done if job}) == 12 and fake.create_calls == 12

@@ -305,9 +305,9 @@ def test_a_report_waits_for_the_conversations_unrecorded_batch_and_never_adopts_
     env: Settings, fake: FakeAnthropic
 ) -> None:
     """Issue 11 item 7, the rest: report B's poller died between creating batch Y and recording it;
-    report A's earlier run died while queueing for its turn (nothing created). A's recovery neither
-    adopts Y (it was the only unrecorded batch of its size: the old recovery took it) nor creates
-    while Y is unrecorded: it gives the turn back and looks again later, spending no attempt. B's
+    report A's earlier run died while waiting in line for its turn (nothing created). A's next run
+    neither adopts Y (it was the only unrecorded batch of its size: the old recovery took it) nor
+    creates while Y is unrecorded: it stays in line and looks again later, spending no attempt. B's
     recovery adopts Y; then A submits its own batch. Nobody fails, nothing is paid twice."""
     queue = JobQueue.for_settings(open_store(env), env)
     probe_id = submit_narrative(env)
@@ -320,13 +320,14 @@ def test_a_report_waits_for_the_conversations_unrecorded_batch_and_never_adopts_
     theirs = sdk_batch(fake, requests)
     _crash_with(env, queue, theirs_id, Submission(batch_submission={"started_at": now, "requests": requests}))
     ours_id = submit_narrative(env)
-    _crash_with(env, queue, ours_id, Submission(batch_submission={"queued_at": now}))
+    _crash_with(env, queue, ours_id, Submission(batch_submission={"queued_at": now, "ticket": now}))
     calls = fake.create_calls
 
     run_once(env, queue, ours_id)
     waiting = queue.get(ours_id)
     assert waiting is not None and waiting.status == "AWAITING_RECHECK" and waiting.batch_id is None
-    assert "batch_submission" not in waiting.item, "the turn is given back while waiting"
+    marker = json.loads(str(waiting.item["batch_submission"]))
+    assert "started_at" not in marker and marker["ticket"] == now, "in line, with its first ticket"
     spent = waiting.retry_count  # by the dead worker's run: waiting spends no attempt
     assert spent == 1 and waiting.next_check_at is not None
     assert any(theirs_id in e.message and "waiting" in e.message for e in waiting.logs)
@@ -360,13 +361,17 @@ def test_a_refused_create_gives_the_conversations_turn_back(env: Settings, fake:
     assert other is not None and other.status == "COMPLETED" and len(fake.batches) == 1
 
 
-def test_which_submissions_hold_a_conversations_turn(env: Settings) -> None:
-    """The markers that make another report of the conversation wait: unrecorded, younger than the
-    horizon, of a job that may still create (a queued marker of a terminal job never will)."""
+def test_who_holds_a_conversations_turn_and_who_waits_in_line(env: Settings) -> None:
+    """What another report of the conversation sees: a started marker without a batch id holds the
+    turn whatever its job's status, until TURN_HORIZON; a queued marker is a place in line while its
+    job waits (AWAITING_RECHECK, or PROCESSING under a live lease) and for QUEUE_HORIZON; the ticket
+    orders the line. The index's view and the consistent reads agree."""
     services = NarrativeServices.from_settings(env)
     client = make_client(env)
     now = utcnow()
-    recent, old = format_timestamp(now), format_timestamp(now - timedelta(minutes=8))
+
+    def at(minutes: float) -> str:
+        return format_timestamp(now - timedelta(minutes=minutes))
 
     def put(status: str, marker: dict[str, Any] | None, **changes: Any) -> str:
         if marker:
@@ -375,22 +380,37 @@ def test_which_submissions_hold_a_conversations_turn(env: Settings) -> None:
         producer_records.put_raw(client, env.jobs_table, record)
         return str(record["job_id"])
 
-    ours = put("PROCESSING", {"queued_at": recent})
+    live, dead = {"lock_expires_at": at(-1)}, {"lock_expires_at": at(1)}
+    ours = put("PROCESSING", {"queued_at": at(0), "ticket": at(0)}, **live)
     holding = {
-        put("PROCESSING", {"queued_at": recent}),
-        put("PENDING", {"started_at": recent, "requests": 7}),  # died after starting its create
-        put("FAILED", {"started_at": recent, "requests": 7}),  # its batch may exist, unrecorded
+        put("PROCESSING", {"started_at": at(0), "requests": 7, "ticket": at(1)}, **live),
+        put("PENDING", {"started_at": at(0), "requests": 7}),  # died after starting its create
+        put("FAILED", {"started_at": at(6), "requests": 7}),  # its batch may exist, unrecorded
     }
-    put("FAILED", {"queued_at": recent})  # queued only, and will not run again by itself
-    put("PENDING", {"started_at": old, "requests": 7})  # beyond the horizon
-    put("COMPLETED", {"started_at": recent, "requests": 7}, batch_id="msgbatch_recorded")
-    put("PROCESSING", {"started_at": recent, "requests": 7}, batch_id="msgbatch_recorded_too")
+    first = put("AWAITING_RECHECK", {"queued_at": at(0.5), "ticket": at(20)})
+    waiting = {first, put("PROCESSING", {"queued_at": at(0), "ticket": at(0.1)}, **live)}
+    put("PROCESSING", {"queued_at": at(0), "ticket": at(0)}, **dead)  # its poller died
+    put("FAILED", {"queued_at": at(0)})
+    put("PAUSED", {"queued_at": at(0)})
+    put("AWAITING_RECHECK", {"queued_at": at(3), "ticket": at(3)})  # stopped looking
+    put("PENDING", {"started_at": at(8), "requests": 7})  # beyond the horizon
+    put("COMPLETED", {"started_at": at(0), "requests": 7}, batch_id="msgbatch_recorded")
+    put("PROCESSING", {"started_at": at(0), "requests": 7}, batch_id="msgbatch_recorded_too", **live)
     put("PENDING", None)
-    put("PROCESSING", {"queued_at": recent}, conversation_id=str(ZID + 1))  # another conversation
+    put("PROCESSING", {"started_at": at(0), "requests": 7}, conversation_id=str(ZID + 1), **live)
     job = JobQueue(open_store(env)).get(ours)
     assert job is not None
-    since = now - create_narrative_batch.TURN_HORIZON
-    assert set(services.submissions_in_flight(job, since)) == holding
+    for consistent in (False, True):
+        found = services.contenders(
+            job,
+            started_since=now - create_narrative_batch.TURN_HORIZON,
+            queued_since=now - create_narrative_batch.QUEUE_HORIZON,
+            now=now,
+            consistent=consistent,
+        )
+        assert {c.job_id for c in found if c.started_at is not None} == holding
+        assert {c.job_id for c in found if c.started_at is None} == waiting
+        assert min(found, key=lambda c: c.ticket).job_id == first
 
 
 def test_kill_9_during_create_then_recovery_pays_once(

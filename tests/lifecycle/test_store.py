@@ -145,6 +145,11 @@ def test_index_pages_ranges_and_counts(store: JobStore) -> None:
         "a record without created_at is not in the index"
     )
     assert store.count(STATUS_CREATED_INDEX, "PENDING", range_from="2026-01-01T00:00:05") == 2
+    # A projection: only the attributes asked for (reserved words too), pages go on as before.
+    small = store.query(CONVERSATION_INDEX, "9", limit=4, attributes=("job_id", "status", "priority"))
+    assert small.items[0] == {"job_id": "j0", "status": "PENDING", "priority": Decimal(0)}
+    more = store.query(CONVERSATION_INDEX, "9", limit=4, start=small.next, attributes=("job_id",))
+    assert more.items == [{"job_id": f"j{i}"} for i in range(4, 7)]
 
 
 @pytest.mark.parametrize(
