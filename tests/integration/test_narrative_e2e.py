@@ -50,6 +50,16 @@ def submit_narrative(settings: Settings, **changes: Any) -> str:
     return narrative_env.submit_narrative(settings, ZID, REPORT, MODEL, **changes)
 
 
+def probe_report(env: Settings, queue: JobQueue) -> tuple[Job, int]:
+    """One report of the sample conversation run to the end, and how many batch requests it made (a
+    recovery recognises a batch by that size)."""
+    probe_id = submit_narrative(env)
+    drain(env, queue, [probe_id])
+    probe = queue.get(probe_id)
+    assert probe is not None
+    return probe, len(json.loads(str(probe.item["section_map"])))
+
+
 def narrate(env: Settings, queue: JobQueue) -> tuple[str, Job]:
     """Submit a server narrative record, run it and its checker to the end; (parent id, checker)."""
     parent_id = submit_narrative(env)
@@ -252,11 +262,7 @@ def test_crash_after_submit_hands_over_without_second_batch(env: Settings, fake:
 
 def test_ambiguous_interrupted_submission_fails_without_paying(env: Settings, fake: FakeAnthropic) -> None:
     queue = JobQueue.for_settings(open_store(env), env)
-    probe_id = submit_narrative(env)
-    drain(env, queue, [probe_id])
-    probe = queue.get(probe_id)
-    assert probe is not None
-    requests = len(json.loads(str(probe.item["section_map"])))
+    _, requests = probe_report(env, queue)
     parent_id = submit_narrative(env)
     marker = {"started_at": format_timestamp(utcnow()), "requests": requests}
     first, second = sdk_batch(fake, requests), sdk_batch(fake, requests)
@@ -277,11 +283,7 @@ def test_recovery_is_not_fooled_by_a_second_report_of_the_conversation(
     report of the same conversation was submitted (batch Y, same size). Recovery adopts X, leaves Y to
     its job, fails nobody and pays for nothing more."""
     queue = JobQueue(open_store(env))
-    probe_id = submit_narrative(env)
-    drain(env, queue, [probe_id])
-    probe = queue.get(probe_id)
-    assert probe is not None
-    requests = len(json.loads(str(probe.item["section_map"])))
+    _, requests = probe_report(env, queue)
     marker = {"started_at": format_timestamp(utcnow()), "requests": requests}
     lost = sdk_batch(fake, requests)  # our create, whose response never came back
     other = submit_narrative(env)
@@ -310,11 +312,7 @@ def test_a_report_waits_for_the_conversations_unrecorded_batch_and_never_adopts_
     creates while Y is unrecorded: it stays in line and looks again later, spending no attempt. B's
     recovery adopts Y; then A submits its own batch. Nobody fails, nothing is paid twice."""
     queue = JobQueue.for_settings(open_store(env), env)
-    probe_id = submit_narrative(env)
-    drain(env, queue, [probe_id])
-    probe = queue.get(probe_id)
-    assert probe is not None
-    requests = len(json.loads(str(probe.item["section_map"])))
+    probe, requests = probe_report(env, queue)
     now = format_timestamp(utcnow())
     theirs_id = submit_narrative(env)
     theirs = sdk_batch(fake, requests)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from delphi_jobs.procgroup import ProcessResult, run_group
+from tests.pollers import alive
 
 
 def run(code: str, *, timeout: float = 30, cwd: str | None = None) -> tuple[ProcessResult, list[str]]:
@@ -63,11 +64,6 @@ def test_a_command_that_cannot_start() -> None:
     assert not result.started and result.exit_code == 127 and "cannot start" in lines[0]
 
 
-def guard_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
-
-
 PARENT = "import os; print(os.getppid(), flush=True)"
 
 
@@ -105,14 +101,6 @@ os.wait()
 time.sleep(60)
 """
 """Leaves a grandchild in a session of its own whose parent exited, then runs on."""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_an_orphan_is_swept_with_its_own_run_not_with_another() -> None:
