@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Any
 
 from delphi_jobs.config import Settings
@@ -192,15 +191,10 @@ class Producer:
         self._metrics.poll_seconds.observe(self._monotonic() - started)
         self._log.debug("candidates", found=len(found), seconds=round(self._monotonic() - started, 4))
         found.sort(key=lambda job: -job.priority)  # stable: age order kept within a priority
-        # Several pollers read the same page and use it for up to an interval: each takes the page's
-        # jobs of one priority in its own random order, so that they spread over it instead of
-        # racing down it in step (a lost claim costs a write). A higher priority still goes first;
-        # age order holds between pages, not within one.
-        spread: list[Job] = []
-        for _, equals in groupby(found, key=lambda job: job.priority):
-            same = list(equals)
-            spread += random.sample(same, len(same))
-        return spread
+        # Several pollers see the same page: shuffle the best few so they spread out instead of all
+        # racing for the first one; only among equals, so a higher priority still goes first.
+        best = [job for job in found[: self._settings.max_workers] if job.priority == found[0].priority]
+        return random.sample(best, len(best)) + found[len(best) :]
 
     def _note_lost(self, job: Job, lost: Lost) -> None:
         """A lost claim is normal (someone else won) unless the record did not change at all: then our
